@@ -1,0 +1,123 @@
+"""``sqm``: the command that runs the suite."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import socket
+import sys
+import warnings
+from pathlib import Path
+
+# connexion imports starlette's test client, which warns about httpx on every start; it says
+# nothing to someone running the suite.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+import uvicorn  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
+
+from services.app import create_app  # noqa: E402
+from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError  # noqa: E402
+from services.tmf.logging import configure_logging  # noqa: E402
+from services.tmf.settings import Settings, SettingsError  # noqa: E402
+
+
+class StartupError(Exception):
+    """Bad configuration: reported in one line, never as a traceback."""
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"port {port} on {host} is already in use; choose another with --port") from None
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"data dir {path} is not writable: {exc.strerror}") from None
+
+
+def _check_database(uri: str) -> None:
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            client.admin.command("ping")
+    except ConfigurationError as exc:
+        raise StartupError(f"the MongoDB URI is not valid: {exc}") from None
+    except PyMongoError:
+        raise StartupError("cannot reach MongoDB at the given URI within 5 s; check --mongodb-uri") from None
+
+
+async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        print(f"tmf-sqm ready on http://{host}:{port}", flush=True)
+
+    watcher = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+
+
+def serve(args: argparse.Namespace) -> int:
+    host, port = args.host, args.port
+    data_dir = Path(args.data_dir).resolve()
+    uri = args.mongodb_uri or os.environ.get("SQM_MONGODB_URI", "")
+    embedded: EmbeddedDatabase | None = None
+    try:
+        os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
+        _check_port(host, port)
+        if uri:
+            _check_database(uri)
+        else:
+            _check_data_dir(data_dir)
+            embedded = EmbeddedDatabase(str(data_dir / "db"), log_path=data_dir / "database.log")
+            uri = embedded.start()
+        app = create_app(Settings.from_env(mongodb_uri=uri))
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
+                                lifespan="on", server_header=False)
+        server = uvicorn.Server(config)
+        asyncio.run(_serve(server, host, port))
+        return 0 if server.started else 1
+    except (StartupError, SettingsError, EmbeddedDatabaseError) as exc:
+        print(f"sqm: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sqm", description="tmf-sqm: TM Forum service quality management")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run every API on one port")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    run.add_argument("--data-dir", default="./.sqm", help="where the embedded database keeps its data (default ./.sqm)")
+    run.add_argument("--mongodb-uri", default=None,
+                     help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    args = parser.parse_args(argv)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""TMF638 Service Inventory: services and the dependency graph between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion import request
+from pymongo import ASCENDING, IndexModel
+from starlette.responses import Response
+
+from services.tmf.api import ApiContext, ApiDeclaration
+from services.tmf.resource import Handler, ResourceType, json_response
+from services.tmf.scope import scope_of
+
+from .graph import dependency_graph, resource_impact_graph, service_impact_graph
+from .rules import ServiceRules
+
+MAX_DEPTH = 32
+
+SERVICE = ResourceType(
+    name="service",
+    type_name="Service",
+    indexes=(
+        IndexModel([("_meta.dependsOn", ASCENDING)]),
+        IndexModel([("_meta.resources", ASCENDING)]),
+        IndexModel([("state", ASCENDING)]),
+        IndexModel([("relatedParty.id", ASCENDING)]),
+        IndexModel([("serviceSpecification.id", ASCENDING)]),
+    ),
+    rules=ServiceRules(),
+    serialize_writes=True,
+)
+
+
+def graph_handlers(context: ApiContext) -> dict[str, Handler]:
+    services = context.resource_apis["service"]
+
+    async def dependencies(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+        scope = scope_of(request, context.settings)
+        return json_response(await dependency_graph(services, id, scope, depth))
+
+    async def service_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+        scope = scope_of(request, context.settings)
+        return json_response(await service_impact_graph(services, id, scope, depth))
+
+    async def resource_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+        scope = scope_of(request, context.settings)
+        return json_response(await resource_impact_graph(services, id, scope, depth))
+
+    return {"retrieveServiceDependency": dependencies, "retrieveServiceImpact": service_impact,
+            "retrieveResourceImpact": resource_impact}
+
+
+API = ApiDeclaration(
+    name="serviceInventory",
+    document="serviceInventory.yaml",
+    base_path="/tmf-api/serviceInventory/v4",
+    resources=(SERVICE,),
+    extra_handlers=graph_handlers,
+)

@@ -1,0 +1,159 @@
+"""Assembling TMF APIs into one ASGI application: each API is a document, a declaration of its
+resources, and its rules; this module wires them to connexion, MongoDB and the shared
+middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from connexion import AsyncApp
+from connexion.exceptions import ProblemException
+from connexion.middleware import MiddlewarePosition
+from connexion.resolver import Resolver
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from . import errors
+from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
+from .repository import ResourceStore
+from .resource import Handler, ResourceApi, ResourceType
+from .settings import Settings
+from .spec import load_document
+
+log = structlog.get_logger("tmf.api")
+
+
+@dataclass(frozen=True)
+class ApiDeclaration:
+    """What a service folder provides: its API document, base path, resources, and handlers
+    for the operations that are not generic (``extra_handlers`` receives the context)."""
+
+    name: str
+    document: str
+    base_path: str
+    resources: tuple[ResourceType, ...]
+    extra_handlers: Callable[[ApiContext], dict[str, Handler]] | None = None
+    has_hub: bool = True
+
+
+@dataclass
+class ApiContext:
+    """One API at run time: settings, its merged document, and the database once connected."""
+
+    name: str
+    base_path: str
+    settings: Settings
+    document: dict[str, Any]
+    database: AsyncDatabase[dict[str, Any]] | None = None
+    resource_apis: dict[str, ResourceApi] = field(default_factory=dict)
+    _stores: dict[str, ResourceStore] = field(default_factory=dict)
+
+    @property
+    def public_base(self) -> str:
+        return f"{self.settings.public_url}{self.base_path}"
+
+    def store(self, name: str) -> ResourceStore:
+        if self.database is None:
+            raise RuntimeError("the database is not connected yet")
+        if name not in self._stores:
+            self._stores[name] = ResourceStore(self.database, name, timeout_ms=self.settings.query_timeout_ms)
+        return self._stores[name]
+
+
+def _handlers(declaration: ApiDeclaration, context: ApiContext) -> dict[str, Handler]:
+    handlers: dict[str, Handler] = {}
+    for resource in declaration.resources:
+        api = ResourceApi(context, resource)
+        context.resource_apis[resource.name] = api
+        handlers.update(api.handlers())
+    if declaration.has_hub:
+        handlers.update(HubApi(context).handlers())
+    if declaration.extra_handlers is not None:
+        handlers.update(declaration.extra_handlers(context))
+    return handlers
+
+
+def _resolver(handlers: dict[str, Handler], api_name: str) -> Resolver:
+    def resolve(operation_id: str) -> Handler:
+        try:
+            return handlers[operation_id]
+        except KeyError:
+            raise LookupError(f"{api_name}: no handler for operationId {operation_id}") from None
+
+    return Resolver(function_resolver=resolve)
+
+
+def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncApp:
+    """One ASGI app serving every declared API on the configured MongoDB."""
+    contexts: list[ApiContext] = []
+    built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
+    for declaration in declarations:
+        context = ApiContext(declaration.name, declaration.base_path, settings,
+                             load_document(declaration.document))
+        contexts.append(context)
+        built.append((declaration, context, _handlers(declaration, context)))
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongodb_uri, serverSelectionTimeoutMS=5000, uuidRepresentation="standard")
+        database = client[settings.database]
+        state["database"] = database
+        try:
+            for declaration, context, _ in built:
+                context.database = database
+                for resource in declaration.resources:
+                    await context.store(resource.name).ensure_indexes(resource.indexes)
+                if declaration.has_hub:
+                    await context.store(HUB_COLLECTION).ensure_indexes(HUB_INDEXES)
+            log.info("connected", database=settings.database, apis=[c.name for c in contexts])
+            yield
+        finally:
+            await client.close()
+
+    app = AsyncApp(__name__, lifespan=lifespan)
+    for declaration, context, handlers in built:
+        app.add_api(context.document, base_path=declaration.base_path,
+                    resolver=_resolver(handlers, declaration.name), name=declaration.name)
+
+    async def health(request: Request) -> JSONResponse:
+        database = state.get("database")
+        started = time.perf_counter()
+        try:
+            if database is None:
+                raise RuntimeError("not connected")
+            await database.command("ping")
+        except (PyMongoError, RuntimeError) as exc:
+            return JSONResponse({"status": "down", "database": {"status": "down", "error": type(exc).__name__}},
+                                status_code=503)
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        return JSONResponse({"status": "up", "database": {"status": "up", "latencyMs": latency},
+                             "apis": [{"name": c.name, "basePath": c.base_path} for c in contexts]})
+
+    async def index(request: Request) -> JSONResponse:
+        return JSONResponse({"name": "tmf-sqm", "apis": [
+            {"name": c.name, "basePath": c.base_path, "document": f"{c.base_path}/openapi.json"}
+            for c in contexts]})
+
+    app.add_url_rule("/health", "health", health, methods=["GET"])
+    app.add_url_rule("/", "index", index, methods=["GET"])
+    app.add_error_handler(errors.TmfError, errors.handle_tmf_error)
+    app.add_error_handler(ProblemException, errors.handle_problem)
+    app.add_error_handler(HTTPException, errors.handle_http_exception)
+    app.add_error_handler(Exception, errors.handle_unexpected)
+    app.add_middleware(TrailingSlashMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)
+    app.add_middleware(BodyLimitMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    return app

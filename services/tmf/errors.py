@@ -1,0 +1,130 @@
+"""The TMF ``Error`` body, the exceptions that produce it, and the handlers that turn every
+failure (ours, connexion's, starlette's) into it."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+log = structlog.get_logger("tmf.errors")
+
+JSON = "application/json;charset=utf-8"
+
+
+class TmfError(Exception):
+    """A failure the client can act on. ``reason`` is a short phrase, ``message`` says what to fix."""
+
+    status = 400
+    reason = "Bad request"
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if reason is not None:
+            self.reason = reason
+        self.code = code or str(self.status)
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.reason, self.message, self.code)
+
+
+class BadRequest(TmfError):
+    status = 400
+    reason = "Bad request"
+
+
+class NotFound(TmfError):
+    status = 404
+    reason = "Not found"
+
+
+class Conflict(TmfError):
+    status = 409
+    reason = "Conflict"
+
+
+class PreconditionFailed(TmfError):
+    status = 412
+    reason = "Precondition failed"
+
+
+class PayloadTooLarge(TmfError):
+    status = 413
+    reason = "Payload too large"
+
+
+class UnsupportedMediaType(TmfError):
+    status = 415
+    reason = "Unsupported media type"
+
+
+def error_body(status: int, reason: str, message: str, code: str | None = None) -> dict[str, Any]:
+    """Build a TMF630 ``Error`` resource."""
+    return {
+        "code": code or str(status),
+        "reason": reason,
+        "message": message,
+        "status": str(status),
+        "@type": "Error",
+    }
+
+
+def error_bytes(status: int, reason: str, message: str) -> bytes:
+    return json.dumps(error_body(status, reason, message)).encode()
+
+
+def _response(status: int, reason: str, message: str) -> ConnexionResponse:
+    return ConnexionResponse(
+        status_code=status,
+        body=error_bytes(status, reason, message),
+        content_type=JSON,
+        headers={"Content-Type": JSON},
+    )
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def handle_tmf_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    assert isinstance(exc, TmfError)
+    return _response(exc.status, exc.reason, exc.message)
+
+
+def handle_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """Connexion raises RFC 7807 problems for validation failures; clients of a TMF API expect
+    the TMF ``Error`` body instead, with connexion's explanation as the message."""
+    assert isinstance(exc, ProblemException)
+    status = exc.status or 400
+    message = str(exc.detail or exc.title or _reason(status))
+    if status == 415:
+        message = f"{message}. Send the body as one of the media types the API document lists for this operation."
+    return _response(status, exc.title or _reason(status), message)
+
+
+def handle_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    message = str(exc.detail) if exc.detail else _reason(status)
+    if status == 404:
+        message = f"No resource or operation at {request.url.path}; check the path against the API document"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return _response(status, _reason(status), message)
+
+
+def handle_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return _response(500, "Internal error", "The server failed to process the request; it has been logged")

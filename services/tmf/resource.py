@@ -1,0 +1,228 @@
+"""Generic TMF resource operations: list, create, retrieve, patch, delete.
+
+A service declares its resources as :class:`ResourceType` values and puts the rules its standard
+leaves open (references, state machines) in a :class:`ResourceRules` subclass; everything else
+about the HTTP behaviour lives here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from connexion import request
+from pymongo import IndexModel
+from starlette.responses import Response
+
+from .errors import JSON, BadRequest, NotFound, PreconditionFailed
+from .patch import apply_patch, check_keys, normalize_dates, patch_style
+from .query import ALWAYS_RETURNED, conditions_to_mongo, parse_fields, parse_query, projection
+from .repository import META, AccessScope, ResourceStore, public
+from .scope import scope_of
+from .spec import SchemaIndex
+
+if TYPE_CHECKING:
+    from .api import ApiContext
+
+Handler = Callable[..., Any]
+PATCH_ATTEMPTS = 8
+
+
+class ResourceRules:
+    """Domain rules of one resource type. Each hook may change the document in place and
+    returns derived bookkeeping to store beside it (e.g. graph edges)."""
+
+    async def on_create(self, api: ResourceApi, document: dict[str, Any],
+                        scope: AccessScope) -> dict[str, Any]:
+        return {}
+
+    async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
+                        scope: AccessScope) -> dict[str, Any]:
+        return {}
+
+    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], scope: AccessScope) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A TMF resource served by an API: ``name`` is its path segment, collection and event
+    payload key; ``type_name`` is its schema and default ``@type``."""
+
+    name: str
+    type_name: str
+    indexes: tuple[IndexModel, ...] = ()
+    rules: ResourceRules = field(default_factory=ResourceRules)
+    # Rules that read other documents to judge a write (e.g. cycle checks) need writes of
+    # this resource type to happen one at a time.
+    serialize_writes: bool = False
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
+                    media_type=JSON, headers=dict(headers or {}))
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def matches_if_match(header: str | None, version: int) -> bool:
+    if header is None:
+        return True
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag(version) for t in tags)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class ResourceApi:
+    """The HTTP operations of one resource type within one API."""
+
+    def __init__(self, context: ApiContext, resource: ResourceType) -> None:
+        self.context = context
+        self.resource = resource
+        self.index = SchemaIndex(context.document, resource.type_name)
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def store(self) -> ResourceStore:
+        return self.context.store(self.resource.name)
+
+    @property
+    def settings(self) -> Any:
+        return self.context.settings
+
+    def href(self, resource_id: str) -> str:
+        return f"{self.context.public_base}/{self.resource.name}/{resource_id}"
+
+    def present(self, document: Mapping[str, Any], fields: list[str] | None = None) -> dict[str, Any]:
+        body = public(document)
+        body["href"] = self.href(body["id"])
+        body.setdefault("@type", self.resource.type_name)
+        if fields is not None:
+            keep = {*ALWAYS_RETURNED, *fields}
+            body = {k: v for k, v in body.items() if k in keep}
+        return body
+
+    def check_valid(self, body: Mapping[str, Any]) -> None:
+        problems = self.index.errors(body)
+        if problems:
+            raise BadRequest(f"the {self.resource.type_name} would not be valid: " + "; ".join(problems))
+
+    async def _guarded(self, action: Callable[[], Any]) -> Any:
+        if not self.resource.serialize_writes:
+            return await action()
+        async with self._write_lock:
+            return await action()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def list(self, **_: Any) -> Response:
+        query = parse_query(request.url.query, self.index,
+                            default_limit=self.settings.page_default_limit,
+                            max_limit=self.settings.page_max_limit)
+        mongo_query = conditions_to_mongo(query.conditions, self.index, self.settings.regex_max_length)
+        scope = scope_of(request, self.settings)
+        total = await self.store.count(mongo_query, scope)
+        items = []
+        if query.limit > 0 and query.offset < total:
+            items = await self.store.find(mongo_query, scope, fields=projection(query.fields),
+                                          sort=query.sort, skip=query.offset, limit=query.limit)
+        body = [self.present(item, query.fields) for item in items]
+        complete = query.offset == 0 and len(body) == total
+        return json_response(body, 200 if complete else 206,
+                             {"X-Total-Count": str(total), "X-Result-Count": str(len(body))})
+
+    async def create(self, body: Any = None, **_: Any) -> Response:
+        if not isinstance(body, dict):
+            raise BadRequest(f"the body must be a {self.resource.type_name} JSON object")
+        check_keys(body)
+        given_read_only = sorted(k for k in body if k in self.index.read_only or k in {"id", "href"})
+        if given_read_only:
+            raise BadRequest(f"{', '.join(given_read_only)} are set by the server; leave them out")
+        scope = scope_of(request, self.settings)
+        document = normalize_dates(body, self.index.date_time_paths)
+        document["id"] = new_id()
+        document.setdefault("@type", self.resource.type_name)
+
+        async def write() -> dict[str, Any]:
+            meta = await self.resource.rules.on_create(self, document, scope)
+            self.check_valid(self.present(document))
+            await self.store.insert(document, scope, **meta)
+            return document
+
+        stored = await self._guarded(write)
+        location = self.href(stored["id"])
+        return json_response(self.present(stored), 201, {"Location": location, "ETag": etag(1)})
+
+    async def _load(self, resource_id: str, scope: AccessScope) -> dict[str, Any]:
+        stored = await self.store.get(resource_id, scope)
+        if stored is None:
+            raise NotFound(f"no {self.resource.type_name} with id '{resource_id}'")
+        return stored
+
+    async def retrieve(self, id: str, **_: Any) -> Response:  # noqa: A002 - TMF path parameter
+        fields = parse_fields(request.query_params.get("fields"), self.index)
+        stored = await self._load(id, scope_of(request, self.settings))
+        return json_response(self.present(stored, fields), 200, {"ETag": etag(stored[META]["version"])})
+
+    async def patch(self, id: str, body: Any = None, **_: Any) -> Response:  # noqa: A002
+        style = patch_style(request.headers.get("content-type"))
+        if_match = request.headers.get("if-match")
+        scope = scope_of(request, self.settings)
+
+        async def write() -> dict[str, Any]:
+            for _attempt in range(PATCH_ATTEMPTS):
+                stored = await self._load(id, scope)
+                meta = stored[META]
+                if not matches_if_match(if_match, meta["version"]):
+                    raise PreconditionFailed(
+                        f"If-Match {if_match} does not match the current ETag {etag(meta['version'])}; "
+                        "GET the resource again and reapply your change"
+                    )
+                before = self.present(stored)
+                after = apply_patch(style, before, body)
+                touched = sorted(
+                    name for name in {*self.index.read_only, "id", "href"}
+                    if after.get(name) != before.get(name)
+                )
+                if touched:
+                    raise BadRequest(f"{', '.join(touched)} cannot be changed")
+                check_keys(after)
+                after = normalize_dates(after, self.index.date_time_paths)
+                self.check_valid(after)
+                after.pop("href", None)
+                derived = await self.resource.rules.on_update(self, public(stored), after, scope)
+                result = await self.store.replace(after, scope, meta={**meta, **derived})
+                if result is not None:
+                    return result
+                if if_match is not None:
+                    raise PreconditionFailed("the resource changed while the patch was applied; GET it again")
+            raise PreconditionFailed("the resource is changing too often to patch; try again")
+
+        result = await self._guarded(write)
+        return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
+
+    async def delete(self, id: str, **_: Any) -> Response:  # noqa: A002
+        scope = scope_of(request, self.settings)
+
+        async def remove() -> None:
+            stored = await self._load(id, scope)
+            await self.resource.rules.on_delete(self, public(stored), scope)
+            if await self.store.delete(id, scope) is None:
+                raise NotFound(f"no {self.resource.type_name} with id '{id}'")
+
+        await self._guarded(remove)
+        return Response(status_code=204)
+
+    def handlers(self) -> dict[str, Handler]:
+        t = self.resource.type_name
+        return {f"list{t}": self.list, f"create{t}": self.create, f"retrieve{t}": self.retrieve,
+                f"patch{t}": self.patch, f"delete{t}": self.delete}

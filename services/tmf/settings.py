@@ -1,0 +1,93 @@
+"""Runtime configuration, read once from the environment (``SQM_*`` variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value cannot be used; the message names the variable."""
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service process can be configured with.
+
+    Each field maps to the environment variable ``SQM_<FIELD NAME IN UPPER CASE>``.
+    """
+
+    mongodb_uri: str = ""
+    database: str = "sqm"
+    public_url: str = "http://127.0.0.1:8080"
+    page_default_limit: int = 100
+    page_max_limit: int = 1000
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 32
+    query_timeout_ms: int = 5000
+    regex_max_length: int = 128
+    graph_max_nodes: int = 50_000
+    log_level: str = "INFO"
+    # Only a gateway that authenticates callers may set this: it makes the services believe
+    # the X-Party-Id / X-Party-Role headers.
+    trust_party_headers: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        base = cls(
+            mongodb_uri=os.environ.get("SQM_MONGODB_URI", ""),
+            database=os.environ.get("SQM_DATABASE", "sqm"),
+            public_url=os.environ.get("SQM_PUBLIC_URL", cls.public_url).rstrip("/"),
+            page_default_limit=_int("SQM_PAGE_DEFAULT_LIMIT", cls.page_default_limit, 1),
+            page_max_limit=_int("SQM_PAGE_MAX_LIMIT", cls.page_max_limit, 1),
+            max_body_bytes=_int("SQM_MAX_BODY_BYTES", cls.max_body_bytes, 1024),
+            max_json_depth=_int("SQM_MAX_JSON_DEPTH", cls.max_json_depth, 4),
+            query_timeout_ms=_int("SQM_QUERY_TIMEOUT_MS", cls.query_timeout_ms, 100),
+            regex_max_length=_int("SQM_REGEX_MAX_LENGTH", cls.regex_max_length, 1),
+            graph_max_nodes=_int("SQM_GRAPH_MAX_NODES", cls.graph_max_nodes, 10),
+            log_level=os.environ.get("SQM_LOG_LEVEL", "INFO").upper(),
+            trust_party_headers=_bool("SQM_TRUST_PARTY_HEADERS", False),
+        )
+        settings = replace(base, **overrides)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.page_default_limit > self.page_max_limit:
+            raise SettingsError(
+                "SQM_PAGE_DEFAULT_LIMIT must not exceed SQM_PAGE_MAX_LIMIT "
+                f"({self.page_default_limit} > {self.page_max_limit})"
+            )
+        if not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError(f"SQM_PUBLIC_URL must be an http(s) URL, got {self.public_url!r}")
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError(f"SQM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+    @staticmethod
+    def documented() -> list[tuple[str, Any]]:
+        return [(f"SQM_{f.name.upper()}", f.default) for f in fields(Settings)]

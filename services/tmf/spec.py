@@ -1,0 +1,154 @@
+"""Loading our API documents and answering questions about their schemas: the type of a dotted
+attribute path (for filter coercion), the first-level attributes (for ``fields``), the read-only
+attributes (for PATCH), and validation of a whole resource."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+
+SPEC_URI = "urn:tmf-sqm:api"
+COMMON_DOCUMENT = "common.yaml"
+
+
+def load_document(name: str) -> dict[str, Any]:
+    """Load one API document from the ``openapi`` package with the shared components of
+    ``common.yaml`` merged into its ``components``, so that the result stands alone."""
+    folder = resources.files("openapi")
+    document = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
+    common = yaml.safe_load(folder.joinpath(COMMON_DOCUMENT).read_text(encoding="utf-8"))
+    merged = copy.deepcopy(document)
+    components = merged.setdefault("components", {})
+    for section, entries in common.get("components", {}).items():
+        target = components.setdefault(section, {})
+        clash = set(target) & set(entries)
+        if clash:
+            raise ValueError(f"{name} redefines shared components {sorted(clash)} from {COMMON_DOCUMENT}")
+        target.update(copy.deepcopy(entries))
+    return merged
+
+
+@dataclass(frozen=True)
+class AttributeType:
+    """What a filter value on one attribute path must be coerced to."""
+
+    type: str  # string, number, integer, boolean, or "any"
+    format: str | None = None
+
+
+ANY = AttributeType("any")
+
+
+class SchemaIndex:
+    """Questions about one schema (e.g. ``Service``) of one API document."""
+
+    MAX_DEPTH = 6
+
+    def __init__(self, document: dict[str, Any], schema_name: str) -> None:
+        self.document = document
+        self.schema_name = schema_name
+        self.schema = self._resolve({"$ref": f"#/components/schemas/{schema_name}"})
+
+    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        seen = 0
+        while "$ref" in schema:
+            ref = schema["$ref"]
+            if not ref.startswith("#/"):
+                raise ValueError(f"only local references are supported, got {ref}")
+            node: Any = self.document
+            for part in ref[2:].split("/"):
+                node = node[part]
+            schema = node
+            seen += 1
+            if seen > 20:
+                raise ValueError(f"reference loop at {ref}")
+        return schema
+
+    def _properties(self, schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        schema = self._resolve(schema)
+        props: dict[str, dict[str, Any]] = {}
+        for part in schema.get("allOf", []):
+            props.update(self._properties(part))
+        props.update(schema.get("properties", {}))
+        return props
+
+    def _element(self, schema: dict[str, Any]) -> dict[str, Any]:
+        schema = self._resolve(schema)
+        while schema.get("type") == "array" and "items" in schema:
+            schema = self._resolve(schema["items"])
+        return schema
+
+    def attribute_schema(self, path: str) -> dict[str, Any] | None:
+        """The schema of a dotted path (arrays are looked through), or None if unknown."""
+        schema: dict[str, Any] = self.schema
+        for part in path.split("."):
+            props = self._properties(self._element(schema))
+            if part not in props:
+                return None
+            schema = props[part]
+        return self._element(schema)
+
+    def attribute_type(self, path: str) -> AttributeType | None:
+        schema = self.attribute_schema(path)
+        if schema is None:
+            return None
+        kind = schema.get("type")
+        if kind in {"string", "number", "integer", "boolean"}:
+            return AttributeType(kind, schema.get("format"))
+        if kind is None and not self._properties(schema):
+            return ANY
+        return AttributeType(str(kind or "object"))
+
+    @cached_property
+    def top_level(self) -> frozenset[str]:
+        return frozenset(self._properties(self.schema))
+
+    @cached_property
+    def read_only(self) -> frozenset[str]:
+        return frozenset(
+            name for name, prop in self._properties(self.schema).items()
+            if self._resolve(prop).get("readOnly") or prop.get("readOnly")
+        )
+
+    @cached_property
+    def date_time_paths(self) -> frozenset[str]:
+        """Every dotted path (arrays looked through) whose value is a date-time string."""
+        found: set[str] = set()
+
+        def walk(schema: dict[str, Any], prefix: str, depth: int) -> None:
+            if depth > self.MAX_DEPTH:
+                return
+            element = self._element(schema)
+            if element.get("type") == "string" and element.get("format") == "date-time":
+                found.add(prefix)
+                return
+            for name, prop in self._properties(element).items():
+                walk(prop, f"{prefix}.{name}" if prefix else name, depth + 1)
+
+        walk(self.schema, "", 0)
+        return frozenset(found)
+
+    @cached_property
+    def validator(self) -> Draft7Validator:
+        registry: Registry[Any] = Registry().with_resource(
+            SPEC_URI, Resource.from_contents(self.document, default_specification=DRAFT7)
+        )
+        return Draft7Validator(
+            {"$ref": f"{SPEC_URI}#/components/schemas/{self.schema_name}"}, registry=registry
+        )
+
+    def errors(self, instance: Any) -> list[str]:
+        """Readable messages for every way ``instance`` breaks the schema (empty when valid)."""
+        messages = []
+        for error in sorted(self.validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+            where = ".".join(str(p) for p in error.absolute_path) or "(body)"
+            messages.append(f"{where}: {error.message}")
+        return messages[:10]
