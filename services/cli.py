@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import errno
 import os
+import signal
 import socket
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,6 +29,22 @@ from services.tmf.settings import Settings, SettingsError  # noqa: E402
 
 class StartupError(Exception):
     """Bad configuration: reported in one line, never as a traceback."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the embedded database is stopped on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with the default
+    # handler that kills the process before the embedded database is stopped and waited for, so
+    # the database outlives us and keeps the data dir locked against the next start.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -79,6 +97,7 @@ def serve(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     uri = args.mongodb_uri or os.environ.get("SQM_MONGODB_URI", "")
     embedded: EmbeddedDatabase | None = None
+    _stop_cleanly_on_sigterm()
     try:
         os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
         settings = Settings.from_env()
@@ -99,7 +118,7 @@ def serve(args: argparse.Namespace) -> int:
     except (StartupError, SettingsError, EmbeddedDatabaseError) as exc:
         print(f"sqm: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
         if embedded is not None:

@@ -4,6 +4,7 @@ middleware."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -122,6 +123,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
         finally:
             await client.close()
 
+    # TMF PATCH takes several media types; connexion warns about that on every such request.
+    logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
     app = AsyncApp(__name__, lifespan=lifespan)
     for declaration, context, handlers in built:
         app.add_api(context.document, base_path=declaration.base_path,

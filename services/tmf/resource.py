@@ -89,6 +89,8 @@ class ResourceApi:
         self.context = context
         self.resource = resource
         self.index = SchemaIndex(context.document, resource.type_name)
+        # What a create requires (mandatory attributes) must stay true after any patch.
+        self.create_index = SchemaIndex(context.document, f"{resource.type_name}_Create")
         self._write_lock = asyncio.Lock()
 
     @property
@@ -112,7 +114,8 @@ class ResourceApi:
         return body
 
     def check_valid(self, body: Mapping[str, Any]) -> None:
-        problems = self.index.errors(body)
+        problems = self.index.errors(body) or self.create_index.errors(
+            {k: v for k, v in body.items() if k not in self.index.read_only and k not in {"id", "href"}})
         if problems:
             raise BadRequest(f"the {self.resource.type_name} would not be valid: " + "; ".join(problems))
 
