@@ -49,6 +49,10 @@ def _stop_cleanly_on_sigterm() -> None:
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As uvicorn does: connections of a server that just stopped linger in TIME_WAIT on the
+        # port, and they must not stop a restart. A socket still listening there does.
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

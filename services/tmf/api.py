@@ -5,6 +5,7 @@ middleware."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from .settings import Settings
 from .spec import load_document
 
 log = structlog.get_logger("tmf.api")
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,22 @@ def _resolver(handlers: dict[str, Handler], api_name: str) -> Resolver:
     return Resolver(function_resolver=resolve)
 
 
+def _allowed_methods(
+    built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]],
+) -> Callable[[str], list[str]]:
+    routes = []
+    for declaration, context, _ in built:
+        for template, operations in context.document.get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(declaration.base_path + template))
+            methods = sorted(m.upper() for m in operations if m in HTTP_METHODS)
+            routes.append((re.compile(f"^{pattern}$"), methods))
+
+    def allowed(path: str) -> list[str]:
+        return next((methods for pattern, methods in routes if pattern.match(path)), [])
+
+    return allowed
+
+
 def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncApp:
     """One ASGI app serving every declared API on the configured MongoDB."""
     contexts: list[ApiContext] = []
@@ -153,7 +171,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
     app.add_url_rule("/", "index", index, methods=["GET"])
     app.add_error_handler(errors.TmfError, errors.handle_tmf_error)
     app.add_error_handler(ProblemException, errors.handle_problem)
-    app.add_error_handler(HTTPException, errors.handle_http_exception)
+    app.add_error_handler(HTTPException, errors.http_exception_handler(_allowed_methods(built)))
     app.add_error_handler(Exception, errors.handle_unexpected)
     app.add_middleware(TrailingSlashMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)
     app.add_middleware(BodyLimitMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -67,8 +68,14 @@ class UnsupportedMediaType(TmfError):
     reason = "Unsupported media type"
 
 
+MAX_MESSAGE = 1000
+
+
 def error_body(status: int, reason: str, message: str, code: str | None = None) -> dict[str, Any]:
     """Build a TMF630 ``Error`` resource."""
+    if len(message) > MAX_MESSAGE:
+        # Validation messages may quote a whole hostile body; the start says what to fix.
+        message = message[: MAX_MESSAGE - 1] + "…"
     return {
         "code": code or str(status),
         "reason": reason,
@@ -82,12 +89,13 @@ def error_bytes(status: int, reason: str, message: str) -> bytes:
     return json.dumps(error_body(status, reason, message)).encode()
 
 
-def _response(status: int, reason: str, message: str) -> ConnexionResponse:
+def _response(status: int, reason: str, message: str,
+              headers: Mapping[str, str] | None = None) -> ConnexionResponse:
     return ConnexionResponse(
         status_code=status,
         body=error_bytes(status, reason, message),
         content_type=JSON,
-        headers={"Content-Type": JSON},
+        headers={**(headers or {}), "Content-Type": JSON},
     )
 
 
@@ -114,15 +122,26 @@ def handle_problem(request: ConnexionRequest, exc: Exception) -> ConnexionRespon
     return _response(status, exc.title or _reason(status), message)
 
 
-def handle_http_exception(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    assert isinstance(exc, HTTPException)
-    status = exc.status_code
-    message = str(exc.detail) if exc.detail else _reason(status)
-    if status == 404:
-        message = f"No resource or operation at {request.url.path}; check the path against the API document"
-    elif status == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    return _response(status, _reason(status), message)
+def http_exception_handler(
+    allowed_methods: Callable[[str], list[str]],
+) -> Callable[[ConnexionRequest, Exception], ConnexionResponse]:
+    """Starlette's routing errors as TMF errors; a 405 lists in ``Allow`` every method the API
+    documents for the path (the router alone knows only the first route that matched)."""
+
+    def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        assert isinstance(exc, HTTPException)
+        status = exc.status_code
+        message = str(exc.detail) if exc.detail else _reason(status)
+        headers = dict(exc.headers or {})
+        if status == 404:
+            message = f"No resource or operation at {request.url.path}; check the path against the API document"
+        elif status == 405:
+            methods = allowed_methods(request.url.path)
+            message = f"{request.method} is not allowed on {request.url.path}; use {', '.join(methods)}"
+            headers["Allow"] = ", ".join(methods)
+        return _response(status, _reason(status), message, headers)
+
+    return handle
 
 
 def handle_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import JSON, error_bytes
 
 log = structlog.get_logger("tmf.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would accept a trailing newline
 
 
 async def _send_error(send: Send, status: int, reason: str, message: str) -> None:
@@ -36,7 +36,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -82,8 +82,8 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` (413) and JSON nested deeper than ``max_depth`` (400)
-    before anything parses them."""
+    """Refuses bodies over ``max_bytes`` (413), bodies that are not UTF-8, and JSON nested
+    deeper than ``max_depth`` (400), before anything parses them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
         self.app = app
@@ -113,6 +113,12 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            await _send_error(send, 400, "Bad request",
+                              f"the body is not UTF-8 text (byte {exc.start}); JSON bodies must be UTF-8")
+            return
         if json_depth_exceeds(body, self.max_depth):
             await _send_error(send, 400, "Bad request",
                               f"the JSON body nests deeper than {self.max_depth} levels")

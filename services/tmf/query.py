@@ -8,6 +8,7 @@ from a fixed table, and every path is checked against the resource schema first.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,13 +101,17 @@ def normalize_date_time(value: str, where: str = "value") -> str:
     text = value.strip()
     try:
         parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        # Shifting to UTC can leave the datetime range (year 1 east of UTC, year 9999 west).
+        utc = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadRequest(
             f"{where} '{value[:64]}' is not a date-time: use ISO 8601, e.g. 2026-10-01T00:00:00Z"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
+    # isoformat pads the year to four digits (strftime's %Y does not on every platform), which
+    # keeps string order equal to time order.
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def coerce(value: str, kind: AttributeType, path: str) -> list[Any]:
@@ -148,6 +153,9 @@ def coerce(value: str, kind: AttributeType, path: str) -> list[Any]:
 
 
 _DANGEROUS_REGEX = re.compile(r"\\[1-9]|\\k<|\(\?[=!<]|\(\?P=")
+# Comments and the verbose flag change how a pattern tokenises (``#`` starts a comment, spaces
+# may separate a group from its quantifier), which the scan in check_regex does not follow.
+_UNSCANNABLE_REGEX = re.compile(r"\(\?#|\(\?[A-Za-z-]*x[A-Za-z-]*[:)]")
 
 
 def check_regex(pattern: str, path: str, max_length: int) -> str:
@@ -157,9 +165,15 @@ def check_regex(pattern: str, path: str, max_length: int) -> str:
         raise BadRequest(f"regex for '{path}' is longer than {max_length} characters")
     if _DANGEROUS_REGEX.search(pattern):
         raise BadRequest(f"regex for '{path}' uses back-references or look-arounds, which are not allowed")
+    if _UNSCANNABLE_REGEX.search(pattern):
+        raise BadRequest(f"regex for '{path}' uses comments or the verbose flag, which are not allowed")
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        with warnings.catch_warnings():
+            # Python warns about constructs it may read differently one day ("possible nested
+            # set"); the pattern runs in MongoDB, so only whether it compiles matters here.
+            warnings.simplefilter("ignore")
+            re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
         raise BadRequest(f"regex for '{path}' is invalid: {exc}") from None
     stack: list[bool] = []
     risky_inside = False
@@ -170,12 +184,21 @@ def check_regex(pattern: str, path: str, max_length: int) -> str:
             i += 2
             continue
         if char == "[":
-            close = pattern.find("]", i + 2)
-            i = close + 1 if close != -1 else len(pattern)
+            # A class ends at the first unescaped ']' that is not its first member.
+            i += 1
+            if pattern[i:i + 1] == "^":
+                i += 1
+            if pattern[i:i + 1] == "]":
+                i += 1
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
             continue
         if char == "(":
             stack.append(risky_inside)
             risky_inside = False
+            if pattern[i + 1:i + 2] == "?":
+                i += 1  # "(?:", "(?P<name>", "(?i)": the '?' is not a quantifier
         elif char == ")" and stack:
             group_risky = risky_inside
             risky_inside = stack.pop() or group_risky

@@ -142,7 +142,8 @@ class SchemaIndex:
             SPEC_URI, Resource.from_contents(self.document, default_specification=DRAFT7)
         )
         return Draft7Validator(
-            {"$ref": f"{SPEC_URI}#/components/schemas/{self.schema_name}"}, registry=registry
+            {"$ref": f"{SPEC_URI}#/components/schemas/{self.schema_name}"}, registry=registry,
+            format_checker=Draft7Validator.FORMAT_CHECKER,
         )
 
     def errors(self, instance: Any) -> list[str]:

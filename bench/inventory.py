@@ -1,0 +1,459 @@
+"""Service Inventory benchmark: create, get-by-id, filtered lists and impact walks over a
+10,000-service graph of depth 8, against a bare Starlette + PyMongo get-by-id measured in the
+same run on the same database server and collection.
+
+    python -m bench.inventory                # full run: 10,000 services (about 10 minutes)
+    python -m bench.inventory --quick        # smoke run: 500 services (under a minute)
+    python -m bench.inventory --services 10000 --requests 1000 --concurrency 8
+
+See bench/README.md for what each row measures. Prints a markdown table and writes it to
+bench/results/inventory.md. Numbers only: nothing here passes or fails on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.tmf.embedded import EmbeddedDatabase, free_port
+
+HOST = "127.0.0.1"
+INVENTORY = "/tmf-api/serviceInventory/v4"
+DATABASE = "bench"
+RESULTS = Path(__file__).resolve().parent / "results" / "inventory.md"
+
+# Share of the services at each level, bottom (level 1, resting on resources) to top (level 8,
+# customer-facing). Each service above level 1 rests on 1-3 services of the level below.
+LEVEL_SHARE = (0.20, 0.17, 0.15, 0.13, 0.11, 0.09, 0.08, 0.07)
+LEVELS = len(LEVEL_SHARE)
+STATES = ("active",) * 16 + ("inactive", "inactive", "designed", "reserved")
+BANDWIDTHS = (10, 50, 100, 500, 1000, 10_000)
+SERVICE_TYPES = ("Access", "Aggregation", "Transport", "Core", "Edge", "Platform", "Connectivity", "IP-VPN")
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- the graph
+
+
+@dataclass
+class Graph:
+    """What was seeded: service ids per level (index 0 = level 1) and the resource ids."""
+
+    levels: list[list[str]] = field(default_factory=list)
+    access_links: list[str] = field(default_factory=list)
+    pe_routers: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> list[str]:
+        return [i for level in self.levels for i in level]
+
+
+def level_sizes(total: int) -> list[int]:
+    sizes = [max(1, math.floor(total * share)) for share in LEVEL_SHARE]
+    sizes[0] += total - sum(sizes)
+    return sizes
+
+
+def service_body(level: int, index: int, below: Sequence[str], rng: random.Random,
+                 access_links: Sequence[str], pe_routers: Sequence[str]) -> dict[str, Any]:
+    top = level == LEVELS
+    parties = [{"id": f"partner-{rng.randrange(20)}", "name": "Partner", "role": rng.choice(
+        ("supplier", "supplier", "provider")), "@referredType": "Organization"}]
+    if top:
+        parties.append({"id": f"customer-{rng.randrange(200)}", "role": "customer",
+                        "@referredType": "Organization"})
+    start = EPOCH + timedelta(minutes=rng.randrange(2 * 365 * 24 * 60))
+    body: dict[str, Any] = {
+        "name": f"L{level}-{index}",
+        "category": "CFS" if top else "RFS",
+        "serviceType": SERVICE_TYPES[level - 1],
+        "state": rng.choice(STATES),
+        "serviceSpecification": {"id": f"spec-L{level}", "name": f"{SERVICE_TYPES[level - 1]} spec"},
+        "startDate": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "relatedParty": parties,
+        "serviceCharacteristic": [{"name": "bandwidthMbps", "valueType": "integer",
+                                   "value": rng.choice(BANDWIDTHS)}],
+    }
+    if level == 1:
+        # Every bottom service rides one access link (some links carry 2-3 services) and sits
+        # on one of a few PE routers shared by about 50 services each: the "hot" resource.
+        link = access_links[index] if index < len(access_links) else rng.choice(access_links)
+        body["supportingResource"] = [
+            {"id": link, "name": "access link", "@referredType": "Resource"},
+            {"id": pe_routers[index % len(pe_routers)], "name": "PE router", "@referredType": "Resource"},
+        ]
+    else:
+        body["supportingService"] = [{"id": i} for i in rng.sample(list(below), min(len(below), rng.randint(1, 3)))]
+    return body
+
+
+# ---------------------------------------------------------------- load
+
+
+@dataclass
+class Row:
+    operation: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: Counter[str]
+    note: str = ""
+    stopped_early: bool = False
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(p * len(ordered)) - 1)] * 1000
+
+
+Request = tuple[str, str, Any]  # method, url, json body
+Inspect = Callable[[httpx.Response], float | None]
+
+
+async def drive(client: httpx.AsyncClient, make: Callable[[int], Request], count: int, *,
+                concurrency: int, max_seconds: float, expect: frozenset[int] = frozenset({200, 206}),
+                inspect: Inspect | None = None, start_index: int = 0) -> tuple[Row, list[float], list[Any]]:
+    """Send ``count`` requests from ``concurrency`` workers (stopping early after
+    ``max_seconds``); returns the row, the values ``inspect`` drew from the responses, and the
+    response bodies of successful creates (for seeding)."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    sizes: list[float] = []
+    created: list[Any] = [None] * count
+    next_index = 0
+    deadline = time.monotonic() + max_seconds
+    stopped = False
+
+    async def worker() -> None:
+        nonlocal next_index, stopped
+        while next_index < count:
+            if time.monotonic() > deadline:
+                stopped = True
+                return
+            i = next_index
+            next_index += 1
+            method, url, body = make(start_index + i)
+            began = time.perf_counter()
+            try:
+                response = await client.request(method, url, json=body)
+            except httpx.HTTPError as exc:
+                latencies.append(time.perf_counter() - began)
+                errors[type(exc).__name__] += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+            if response.status_code not in expect:
+                errors[f"{response.status_code} {response.text[:160]}"] += 1
+                continue
+            if method == "POST":
+                created[i] = response.json()["id"]
+            if inspect is not None:
+                value = inspect(response)
+                if value is not None:
+                    sizes.append(value)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - began
+    row = Row("", len(latencies), seconds, latencies, errors, stopped_early=stopped)
+    return row, sizes, created
+
+
+def merge(name: str, rows: Sequence[Row], seconds: float) -> Row:
+    errors: Counter[str] = Counter()
+    for row in rows:
+        errors.update(row.errors)
+    return Row(name, sum(r.requests for r in rows), seconds, [x for r in rows for x in r.latencies], errors,
+               stopped_early=any(r.stopped_early for r in rows))
+
+
+def node_count(response: httpx.Response) -> float:
+    return float(len(response.json().get("node", [])))
+
+
+def item_count(response: httpx.Response) -> float:
+    return float(response.headers.get("x-total-count", "nan"))
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Options:
+    services: int
+    requests: int
+    concurrency: int
+    max_seconds: float
+    seed: int
+    output: Path
+    quick: bool
+
+
+async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Random) -> tuple[Graph, Row]:
+    """Create the services through the API, level by level (a level needs the one below)."""
+    sizes = level_sizes(options.services)
+    graph = Graph(access_links=[f"access-link-{i}" for i in range(max(1, sizes[0] * 2 // 3))],
+                  pe_routers=[f"pe-router-{i}" for i in range(max(2, sizes[0] // 50))])
+    rows: list[Row] = []
+    began = time.perf_counter()
+    for level, size in enumerate(sizes, start=1):
+        below = graph.levels[-1] if graph.levels else []
+        bodies = [service_body(level, i, below, rng, graph.access_links, graph.pe_routers) for i in range(size)]
+        row, _, created = await drive(
+            client, lambda i, bodies=bodies: ("POST", f"{INVENTORY}/service", bodies[i]), size,
+            concurrency=options.concurrency, max_seconds=float("inf"), expect=frozenset({201}))
+        if row.errors:
+            raise SystemExit(f"seeding failed at level {level}: {dict(row.errors)}")
+        rows.append(row)
+        graph.levels.append(created)
+        print(f"  level {level}: {size} services created ({row.throughput:.0f}/s)", flush=True)
+    seeding = merge("create (POST /service, seeding)", rows, time.perf_counter() - began)
+    return graph, seeding
+
+
+async def measure(suite_url: str, baseline_url: str, options: Options) -> tuple[list[Row], Row, list[str]]:
+    rng = random.Random(options.seed)
+    limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
+    notes: list[str] = []
+
+    def client(base_url: str) -> httpx.AsyncClient:
+        # trust_env=False: no proxy from the environment ever sees these loopback requests.
+        return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120.0, trust_env=False)
+
+    async with client(suite_url) as suite, client(baseline_url) as baseline:
+        print(f"seeding {options.services} services through POST /service "
+              f"({options.concurrency} concurrent clients) ...", flush=True)
+        graph, seeding = await seed_graph(suite, options, rng)
+        sizes = [len(level) for level in graph.levels]
+        notes.append(f"graph: {options.services} services in {LEVELS} levels (bottom to top "
+                     f"{', '.join(map(str, sizes))}; top level category CFS), each resting on 1-3 services "
+                     f"of the level below; level 1 rests on {len(graph.access_links)} access links and "
+                     f"{len(graph.pe_routers)} PE routers; resource to CFS is depth {LEVELS}")
+
+        services = graph.services
+        ids = [rng.choice(services) for _ in range(options.requests + 64)]
+        links = [rng.choice(graph.access_links) for _ in range(options.requests + 64)]
+        routers = [rng.choice(graph.pe_routers) for _ in range(options.requests + 64)]
+        bottom = [rng.choice(graph.levels[0]) for _ in range(options.requests + 64)]
+        middle = [rng.choice(graph.levels[LEVELS // 2 - 1]) for _ in range(options.requests + 64)]
+        tops = [rng.choice(graph.levels[-1]) for _ in range(options.requests + 64)]
+        date_from = (EPOCH + timedelta(days=640)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        plan: list[tuple[str, httpx.AsyncClient, Callable[[int], Request], Inspect | None, str]] = [
+            ("baseline get-by-id (Starlette + find_one)", baseline,
+             lambda i: ("GET", f"/service/{ids[i % len(ids)]}", None), None, ""),
+            ("get-by-id (GET /service/{id})", suite,
+             lambda i: ("GET", f"{INVENTORY}/service/{ids[i % len(ids)]}", None), None, ""),
+            ("list state=active&relatedParty.role=supplier&limit=50", suite,
+             lambda i: ("GET", f"{INVENTORY}/service?state=active&relatedParty.role=supplier&limit=50"
+                        f"&offset={(i % 4) * 50}", None), item_count, "matching services"),
+            (f"list startDate.gte={date_from[:10]}&state=active&limit=50", suite,
+             lambda i: ("GET", f"{INVENTORY}/service?startDate.gte={date_from}&state=active&limit=50"
+                        f"&offset={(i % 4) * 50}", None), item_count, "matching services"),
+            ("list serviceCharacteristic.value.gte=1000&limit=50", suite,
+             lambda i: ("GET", f"{INVENTORY}/service?serviceCharacteristic.value.gte=1000&limit=50"
+                        f"&offset={(i % 4) * 50}", None), item_count, "matching services"),
+            ("resourceImpact, access link (GET /resourceImpact/{id})", suite,
+             lambda i: ("GET", f"{INVENTORY}/resourceImpact/{links[i % len(links)]}", None),
+             node_count, "nodes per answer"),
+            ("resourceImpact, shared PE router", suite,
+             lambda i: ("GET", f"{INVENTORY}/resourceImpact/{routers[i % len(routers)]}", None),
+             node_count, "nodes per answer"),
+            ("service impact, level-1 service (GET /service/{id}/impact)", suite,
+             lambda i: ("GET", f"{INVENTORY}/service/{bottom[i % len(bottom)]}/impact", None),
+             node_count, "nodes per answer"),
+            (f"service impact, level-{LEVELS // 2} service", suite,
+             lambda i: ("GET", f"{INVENTORY}/service/{middle[i % len(middle)]}/impact", None),
+             node_count, "nodes per answer"),
+            ("dependency, CFS (GET /service/{id}/dependency)", suite,
+             lambda i: ("GET", f"{INVENTORY}/service/{tops[i % len(tops)]}/dependency", None),
+             node_count, "nodes per answer"),
+        ]
+        # The baseline is measured first and again last; its row merges both, so that drift
+        # over the run (other load on the machine, the database growing caches) weighs on
+        # every ratio alike.
+        plan.append(plan[0])
+        rows = [seeding]
+        baseline_runs: list[Row] = []
+        warmup = min(32, max(options.concurrency, options.requests // 20))
+        for name, target, make, inspect, unit in plan:
+            print(f"measuring {name} ...", flush=True)
+            await drive(target, make, warmup, concurrency=options.concurrency,
+                        max_seconds=min(5.0, options.max_seconds / 4))
+            row, values, _ = await drive(target, make, options.requests, concurrency=options.concurrency,
+                                         max_seconds=options.max_seconds, inspect=inspect, start_index=warmup)
+            row.operation = name
+            if target is baseline:
+                baseline_runs.append(row)
+                print(f"  {row.requests} requests, {row.throughput:.1f}/s", flush=True)
+                continue
+            if values:
+                row.note = (f"{values[0]:.0f} {unit}" if min(values) == max(values) else
+                            f"{sum(values) / len(values):.0f} {unit} (mean; min {min(values):.0f}, max {max(values):.0f})")
+            rows.append(row)
+            print(f"  {row.requests} requests, {row.throughput:.1f}/s, p50 {row.percentile(0.5):.1f} ms, "
+                  f"p99 {row.percentile(0.99):.1f} ms" + (f"; {row.note}" if row.note else ""), flush=True)
+        baseline_row = merge(plan[0][0], baseline_runs, sum(r.seconds for r in baseline_runs))
+        baseline_row.note = "measured before and after the suite rows: " + ", ".join(
+            f"{r.throughput:,.0f}/s" for r in baseline_runs)
+        rows.insert(1, baseline_row)
+        return rows, baseline_row, notes
+
+
+def table(rows: Sequence[Row], baseline: Row) -> str:
+    lines = ["| operation | requests | throughput (req/s) | p50 ms | p99 ms | vs baseline |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ratio = row.throughput / baseline.throughput if baseline.throughput else float("nan")
+        lines.append(f"| {row.operation} | {row.requests} | {row.throughput:,.1f} | {row.percentile(0.5):,.1f} "
+                     f"| {row.percentile(0.99):,.1f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Options, started: datetime,
+           elapsed: float, load_before: tuple[float, float, float]) -> str:
+    lines = [
+        "# Service Inventory benchmark",
+        "",
+        "`" + " ".join(["python -m bench.inventory", *sys.argv[1:]]) + "`",
+        "",
+        f"{started:%Y-%m-%d %H:%M} UTC; {platform.python_implementation()} {platform.python_version()} on "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; embedded database "
+        f"(SecantusDB, fresh temporary storage dir); concurrency {options.concurrency}; "
+        f"at most {options.requests} requests or {options.max_seconds:.0f} s per row; whole run {elapsed:.0f} s; "
+        f"load average {load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
+        "",
+        table(rows, baseline),
+        "",
+        *(f"- {note}" for note in notes),
+    ]
+    for row in rows:
+        if row.note:
+            lines.append(f"- {row.operation}: {row.note}")
+        if row.stopped_early:
+            lines.append(f"- {row.operation}: stopped at the {options.max_seconds:.0f} s limit")
+        if row.errors:
+            example, _ = row.errors.most_common(1)[0]
+            lines.append(f"- {row.operation}: {sum(row.errors.values())} unexpected answers, e.g. {example}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- processes
+
+
+def start_server(kind: str, uri: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port(HOST)
+    log = open(workdir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.servers", kind, "--host", HOST, "--port", str(port),
+         "--mongodb-uri", uri, "--database", DATABASE],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
+    )
+    log.close()
+    return process, f"http://{HOST}:{port}"
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"{url}: the server exited with {process.returncode}; see {log}:\n"
+                                 + log.read_text(errors="replace")[-2000:])
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+    raise SystemExit(f"{url}: the server did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.inventory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 500 services, 200 requests and 5 s per row (under a minute)")
+    parser.add_argument("--services", type=int, default=None, help="services to seed (default 10000)")
+    parser.add_argument("--requests", type=int, default=None, help="measured requests per row (default 1000)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="time limit per row; a row stops early when reached (default 30)")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for the graph and the request mix")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown result file (default {RESULTS})")
+    args = parser.parse_args(argv)
+    defaults = (500, 200, 5.0) if args.quick else (10_000, 1000, 30.0)
+    options = Options(
+        services=args.services if args.services is not None else defaults[0],
+        requests=args.requests if args.requests is not None else defaults[1],
+        max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
+        concurrency=args.concurrency, seed=args.seed, output=args.output, quick=args.quick,
+    )
+    if options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0:
+        parser.error(f"--services needs at least {8 * LEVELS}; --requests, --concurrency and --max-seconds must be positive")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    started = datetime.now(UTC)
+    load_before = os.getloadavg()
+    clock = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="sqm-bench-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with EmbeddedDatabase(str(workdir / "db"), log_path=workdir / "database.log") as database:
+            suite, suite_url = start_server("suite", database.uri, workdir)
+            processes.append(suite)
+            wait_ready(suite, suite_url, workdir / "suite.log")
+            baseline, baseline_url = start_server("baseline", database.uri, workdir)
+            processes.append(baseline)
+            wait_ready(baseline, baseline_url, workdir / "baseline.log")
+            rows, baseline_row, notes = asyncio.run(measure(suite_url, baseline_url, options))
+            for process in processes:
+                stop(process)
+    finally:
+        for process in processes:
+            stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = report(rows, baseline_row, notes, options, started, time.perf_counter() - clock, load_before)
+    print()
+    print(text)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(text)
+    print(f"written to {options.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
