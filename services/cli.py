@@ -73,6 +73,7 @@ def _check_data_dir(path: Path) -> None:
 
 def _check_database(uri: str) -> None:
     try:
+        client: MongoClient[dict[str, object]]
         with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
             client.admin.command("ping")
     except ConfigurationError as exc:

@@ -35,15 +35,15 @@ SERVICE = ResourceType(
 def graph_handlers(context: ApiContext) -> dict[str, Handler]:
     services = context.resource_apis["service"]
 
-    async def dependencies(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+    async def dependencies(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await dependency_graph(services, id, scope, depth))
 
-    async def service_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+    async def service_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await service_impact_graph(services, id, scope, depth))
 
-    async def resource_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:  # noqa: A002
+    async def resource_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await resource_impact_graph(services, id, scope, depth))
 

@@ -37,7 +37,8 @@ class Walk:
     def _add(self, node: dict[str, Any]) -> None:
         self.nodes.append(node)
         if len(self.nodes) > self.max_nodes:
-            raise BadRequest(f"the graph has more than {self.max_nodes} nodes within this depth; ask for a smaller depth")
+            raise BadRequest(
+                f"the graph has more than {self.max_nodes} nodes within this depth; ask for a smaller depth")
 
     def service_node(self, doc: dict[str, Any], depth: int, path: list[str]) -> dict[str, Any]:
         node = {"id": doc["id"], "href": self.api.href(doc["id"]), "@referredType": "Service",

@@ -38,7 +38,7 @@ def local_service_id(ref: dict[str, Any], where: str, public_base: str) -> str |
                 raise BadRequest(f"{where}.href '{href[:128]}' does not name one service")
             if ref_id and ref_id != href_id:
                 raise BadRequest(f"{where}: id '{ref_id}' and href '{href[:128]}' name different services")
-            return href_id
+            return str(href_id)
         if not parts.scheme or not parts.netloc:
             raise BadRequest(f"{where}.href must be an absolute URL for a service of another inventory")
         return None

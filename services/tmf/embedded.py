@@ -65,14 +65,14 @@ class EmbeddedDatabase:
 
     def start(self) -> str:
         self.port = free_port()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         command = [_executable(), "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage-path", self.storage, "--log-level", "WARNING"]
         self.process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
             command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()
         self._wait_ready()
         return self.uri
@@ -87,6 +87,7 @@ class EmbeddedDatabase:
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
+                client: MongoClient[dict[str, object]]
                 with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
                     client.admin.command("ping")
                 return

@@ -4,8 +4,8 @@ failure (ours, connexion's, starlette's) into it."""
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import structlog

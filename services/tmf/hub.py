@@ -71,10 +71,10 @@ class HubApi:
             raise NotFound(f"no hub subscription with id '{hub_id}'")
         return stored
 
-    async def retrieve(self, id: str, **_: Any) -> Response:  # noqa: A002
+    async def retrieve(self, id: str, **_: Any) -> Response:
         return json_response(self.present(await self._find(id)))
 
-    async def delete(self, id: str, **_: Any) -> Response:  # noqa: A002
+    async def delete(self, id: str, **_: Any) -> Response:
         stored = await self._find(id)
         await self.context.store(HUB_COLLECTION).delete(stored["id"], scope_of(request, self.context.settings))
         return Response(status_code=204)

@@ -84,7 +84,8 @@ def parse_filter_assertions(triples: list[tuple[str, str, str]]) -> list[Conditi
         head, _, suffix = name.rpartition(".")
         if head and suffix in OPERATORS:
             if literal not in {"=", "=="}:
-                raise BadRequest(f"'{name}{literal}': use either the .{suffix} suffix or the '{literal}' form, not both")
+                raise BadRequest(
+                    f"'{name}{literal}': use either the .{suffix} suffix or the '{literal}' form, not both")
             path, operator = head, suffix
         check_path(path)
         values = [value] if operator == "regex" else value.split(",")

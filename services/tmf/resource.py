@@ -151,7 +151,7 @@ class ResourceApi:
         if given_read_only:
             raise BadRequest(f"{', '.join(given_read_only)} are set by the server; leave them out")
         scope = scope_of(request, self.settings)
-        document = normalize_dates(body, self.index.date_time_paths)
+        document: dict[str, Any] = normalize_dates(body, self.index.date_time_paths)
         document["id"] = new_id()
         document.setdefault("@type", self.resource.type_name)
 
@@ -171,12 +171,12 @@ class ResourceApi:
             raise NotFound(f"no {self.resource.type_name} with id '{resource_id}'")
         return stored
 
-    async def retrieve(self, id: str, **_: Any) -> Response:  # noqa: A002 - TMF path parameter
+    async def retrieve(self, id: str, **_: Any) -> Response:
         fields = parse_fields(request.query_params.get("fields"), self.index)
         stored = await self._load(id, scope_of(request, self.settings))
         return json_response(self.present(stored, fields), 200, {"ETag": etag(stored[META]["version"])})
 
-    async def patch(self, id: str, body: Any = None, **_: Any) -> Response:  # noqa: A002
+    async def patch(self, id: str, body: Any = None, **_: Any) -> Response:
         style = patch_style(request.headers.get("content-type"))
         if_match = request.headers.get("if-match")
         scope = scope_of(request, self.settings)
@@ -203,7 +203,7 @@ class ResourceApi:
                 self.check_valid(after)
                 after.pop("href", None)
                 derived = await self.resource.rules.on_update(self, public(stored), after, scope)
-                result = await self.store.replace(after, scope, meta={**meta, **derived})
+                result: dict[str, Any] | None = await self.store.replace(after, scope, meta={**meta, **derived})
                 if result is not None:
                     return result
                 if if_match is not None:
@@ -213,7 +213,7 @@ class ResourceApi:
         result = await self._guarded(write)
         return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
 
-    async def delete(self, id: str, **_: Any) -> Response:  # noqa: A002
+    async def delete(self, id: str, **_: Any) -> Response:
         scope = scope_of(request, self.settings)
 
         async def remove() -> None:

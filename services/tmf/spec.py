@@ -23,9 +23,9 @@ def load_document(name: str) -> dict[str, Any]:
     """Load one API document from the ``openapi`` package with the shared components of
     ``common.yaml`` merged into its ``components``, so that the result stands alone."""
     folder = resources.files("openapi")
-    document = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
+    document: dict[str, Any] = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
     common = yaml.safe_load(folder.joinpath(COMMON_DOCUMENT).read_text(encoding="utf-8"))
-    merged = copy.deepcopy(document)
+    merged: dict[str, Any] = copy.deepcopy(document)
     components = merged.setdefault("components", {})
     for section, entries in common.get("components", {}).items():
         target = components.setdefault(section, {})
