@@ -220,11 +220,16 @@ async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Ra
     for level, size in enumerate(sizes, start=1):
         below = graph.levels[-1] if graph.levels else []
         bodies = [service_body(level, i, below, rng, graph.access_links, graph.pe_routers) for i in range(size)]
+
+        def post(i: int, bodies: list[dict[str, Any]] = bodies) -> Request:
+            return "POST", f"{INVENTORY}/service", bodies[i]
+
         row, _, created = await drive(
-            client, lambda i, bodies=bodies: ("POST", f"{INVENTORY}/service", bodies[i]), size,
-            concurrency=options.concurrency, max_seconds=float("inf"), expect=frozenset({201}))
+            client, post, size, concurrency=options.concurrency, max_seconds=float("inf"), expect=frozenset({201}))
         if row.errors:
-            raise SystemExit(f"seeding failed at level {level}: {dict(row.errors)}")
+            example, _ = row.errors.most_common(1)[0]
+            raise SystemExit(f"seeding failed at level {level}: {sum(row.errors.values())} creates failed, "
+                             f"e.g. {example}")
         rows.append(row)
         graph.levels.append(created)
         print(f"  level {level}: {size} services created ({row.throughput:.0f}/s)", flush=True)
@@ -309,8 +314,9 @@ async def measure(suite_url: str, baseline_url: str, options: Options) -> tuple[
                 print(f"  {row.requests} requests, {row.throughput:.1f}/s", flush=True)
                 continue
             if values:
-                row.note = (f"{values[0]:.0f} {unit}" if min(values) == max(values) else
-                            f"{sum(values) / len(values):.0f} {unit} (mean; min {min(values):.0f}, max {max(values):.0f})")
+                low, high, mean = min(values), max(values), sum(values) / len(values)
+                row.note = (f"{low:.0f} {unit}" if low == high else
+                            f"{mean:.0f} {unit} (mean; min {low:.0f}, max {high:.0f})")
             rows.append(row)
             print(f"  {row.requests} requests, {row.throughput:.1f}/s, p50 {row.percentile(0.5):.1f} ms, "
                   f"p99 {row.percentile(0.99):.1f} ms" + (f"; {row.note}" if row.note else ""), flush=True)
@@ -326,8 +332,9 @@ def table(rows: Sequence[Row], baseline: Row) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = row.throughput / baseline.throughput if baseline.throughput else float("nan")
+        shown = f"{ratio:.2f}" if ratio >= 0.1 or ratio == 0 else f"{ratio:.3f}"
         lines.append(f"| {row.operation} | {row.requests} | {row.throughput:,.1f} | {row.percentile(0.5):,.1f} "
-                     f"| {row.percentile(0.99):,.1f} | {ratio:.2f} |")
+                     f"| {row.percentile(0.99):,.1f} | {shown} |")
     return "\n".join(lines)
 
 
@@ -364,7 +371,7 @@ def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Option
 
 def start_server(kind: str, uri: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port(HOST)
-    log = open(workdir / f"{kind}.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(workdir / f"{kind}.log", "ab")  # handed to the child, closed here after
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.servers", kind, "--host", HOST, "--port", str(port),
          "--mongodb-uri", uri, "--database", DATABASE],
@@ -420,7 +427,8 @@ def parse_args(argv: list[str] | None) -> Options:
         concurrency=args.concurrency, seed=args.seed, output=args.output, quick=args.quick,
     )
     if options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0:
-        parser.error(f"--services needs at least {8 * LEVELS}; --requests, --concurrency and --max-seconds must be positive")
+        parser.error(f"--services needs at least {8 * LEVELS}; "
+                     "--requests, --concurrency and --max-seconds must be positive")
     return options
 
 
@@ -442,10 +450,12 @@ def main(argv: list[str] | None = None) -> int:
             rows, baseline_row, notes = asyncio.run(measure(suite_url, baseline_url, options))
             for process in processes:
                 stop(process)
-    finally:
+    except BaseException:
         for process in processes:
             stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"the server and database logs are kept in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
     text = report(rows, baseline_row, notes, options, started, time.perf_counter() - clock, load_before)
     print()
     print(text)

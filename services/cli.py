@@ -111,6 +111,8 @@ def serve(args: argparse.Namespace) -> int:
         if uri:
             _check_database(uri)
         else:
+            # The embedded mode is a laptop or test bench: listeners on this machine are the norm.
+            os.environ.setdefault("SQM_ALLOW_PRIVATE_CALLBACKS", "true")
             _check_data_dir(data_dir)
             embedded = EmbeddedDatabase(str(data_dir / "db"), log_path=data_dir / "database.log")
             uri = embedded.start()

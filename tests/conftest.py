@@ -25,7 +25,8 @@ def mongo_uri() -> Iterator[str]:
 
 def make_settings(mongo_uri: str, **overrides: object) -> Settings:
     values: dict[str, object] = {"mongodb_uri": mongo_uri, "database": f"t_{uuid.uuid4().hex[:12]}",
-                                 "public_url": PUBLIC_URL}
+                                 "public_url": PUBLIC_URL,
+                                 "allow_private_callbacks": True}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

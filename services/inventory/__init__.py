@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from connexion import request
 from pymongo import ASCENDING, IndexModel
 from starlette.responses import Response
@@ -35,15 +33,15 @@ SERVICE = ResourceType(
 def graph_handlers(context: ApiContext) -> dict[str, Handler]:
     services = context.resource_apis["service"]
 
-    async def dependencies(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
+    async def dependencies(id: str, depth: int = MAX_DEPTH) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await dependency_graph(services, id, scope, depth))
 
-    async def service_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
+    async def service_impact(id: str, depth: int = MAX_DEPTH) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await service_impact_graph(services, id, scope, depth))
 
-    async def resource_impact(id: str, depth: int = MAX_DEPTH, **_: Any) -> Response:
+    async def resource_impact(id: str, depth: int = MAX_DEPTH) -> Response:
         scope = scope_of(request, context.settings)
         return json_response(await resource_impact_graph(services, id, scope, depth))
 

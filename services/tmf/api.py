@@ -25,9 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from . import errors
+from .delivery import Dispatcher
 from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
+from .outbox import Outbox
 from .repository import ResourceStore
+from .repository.events import EventStore
 from .resource import Handler, ResourceApi, ResourceType
 from .settings import Settings
 from .spec import load_document
@@ -60,16 +63,39 @@ class ApiContext:
     database: AsyncDatabase[dict[str, Any]] | None = None
     resource_apis: dict[str, ResourceApi] = field(default_factory=dict)
     _stores: dict[str, ResourceStore] = field(default_factory=dict)
+    _events: EventStore | None = None
+    _outbox: Outbox | None = None
 
     @property
     def public_base(self) -> str:
         return f"{self.settings.public_url}{self.base_path}"
 
-    def store(self, name: str) -> ResourceStore:
+    @property
+    def db(self) -> AsyncDatabase[dict[str, Any]]:
         if self.database is None:
             raise RuntimeError("the database is not connected yet")
+        return self.database
+
+    @property
+    def events(self) -> EventStore:
+        if self._events is None:
+            raise RuntimeError("the database is not connected yet")
+        return self._events
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise RuntimeError("the database is not connected yet")
+        return self._outbox
+
+    def connect(self, database: AsyncDatabase[dict[str, Any]], events: EventStore, dispatcher: Dispatcher) -> None:
+        self.database = database
+        self._events = events
+        self._outbox = Outbox(self.name, events, self.settings.regex_max_length, on_commit=dispatcher.wake)
+
+    def store(self, name: str) -> ResourceStore:
         if name not in self._stores:
-            self._stores[name] = ResourceStore(self.database, name, timeout_ms=self.settings.query_timeout_ms)
+            self._stores[name] = ResourceStore(self.db, name, timeout_ms=self.settings.query_timeout_ms)
         return self._stores[name]
 
 
@@ -118,7 +144,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
     built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
     for declaration in declarations:
         context = ApiContext(declaration.name, declaration.base_path, settings,
-                             load_document(declaration.document))
+                             load_document(declaration.document, with_hub=declaration.has_hub))
         contexts.append(context)
         built.append((declaration, context, _handlers(declaration, context)))
     state: dict[str, Any] = {}
@@ -129,16 +155,21 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
             settings.mongodb_uri, serverSelectionTimeoutMS=5000, uuidRepresentation="standard")
         database = client[settings.database]
         state["database"] = database
+        events = EventStore(database)
+        dispatcher = Dispatcher(events, settings)
         try:
+            await events.ensure_indexes()
             for declaration, context, _ in built:
-                context.database = database
+                context.connect(database, events, dispatcher)
                 for resource in declaration.resources:
                     await context.store(resource.name).ensure_indexes(resource.indexes)
                 if declaration.has_hub:
                     await context.store(HUB_COLLECTION).ensure_indexes(HUB_INDEXES)
             log.info("connected", database=settings.database, apis=[c.name for c in contexts])
+            dispatcher.start()
             yield
         finally:
+            await dispatcher.stop()
             await client.close()
 
     # TMF PATCH takes several media types; connexion warns about that on every such request.

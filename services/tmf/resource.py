@@ -19,9 +19,11 @@ from pymongo import IndexModel
 from starlette.responses import Response
 
 from .errors import JSON, BadRequest, NotFound, PreconditionFailed
+from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
 from .patch import apply_patch, check_keys, normalize_dates, patch_style
 from .query import ALWAYS_RETURNED, conditions_to_mongo, parse_fields, parse_query, projection
 from .repository import META, AccessScope, ResourceStore, public
+from .repository.events import in_transaction
 from .scope import scope_of
 from .spec import SchemaIndex
 
@@ -119,6 +121,27 @@ class ResourceApi:
         if problems:
             raise BadRequest(f"the {self.resource.type_name} would not be valid: " + "; ".join(problems))
 
+    def event(self, kind: str, resource: dict[str, Any], field_path: list[str] | None = None) -> dict[str, Any]:
+        return envelope(api=self.context.name, payload_key=self.resource.name, type_name=self.resource.type_name,
+                        kind=kind, resource=resource, field_path=field_path)
+
+    async def _commit(self, body: Callable[[Any], Any], resource_id: str) -> Any:
+        """Run ``body(session)`` in a transaction; it returns the stored document (or None) and
+        a list of events to record with it."""
+        outbox = self.context.outbox
+
+        async def transaction(session: Any) -> Any:
+            stored, version, events = await body(session)
+            if stored is not None and events:
+                await outbox.record(session, payload_key=self.resource.name, index=self.index,
+                                    resource_id=resource_id, version=version, events=events)
+            return stored
+
+        result = await in_transaction(self.context.db, transaction)
+        if result is not None:
+            outbox.committed()
+        return result
+
     async def _guarded(self, action: Callable[[], Any]) -> Any:
         if not self.resource.serialize_writes:
             return await action()
@@ -127,7 +150,10 @@ class ResourceApi:
 
     # -- operations -------------------------------------------------------------------------
 
-    async def list(self, **_: Any) -> Response:
+    async def list_resources(self, fields: str | None = None, offset: int | None = None, limit: int | None = None,
+                   sort: str | None = None) -> Response:
+        # Connexion has checked the declared parameters; the whole query string is parsed here
+        # because filters are parameters no document can list.
         query = parse_query(request.url.query, self.index,
                             default_limit=self.settings.page_default_limit,
                             max_limit=self.settings.page_max_limit)
@@ -143,7 +169,7 @@ class ResourceApi:
         return json_response(body, 200 if complete else 206,
                              {"X-Total-Count": str(total), "X-Result-Count": str(len(body))})
 
-    async def create(self, body: Any = None, **_: Any) -> Response:
+    async def create(self, body: Any = None) -> Response:
         if not isinstance(body, dict):
             raise BadRequest(f"the body must be a {self.resource.type_name} JSON object")
         check_keys(body)
@@ -157,8 +183,15 @@ class ResourceApi:
 
         async def write() -> dict[str, Any]:
             meta = await self.resource.rules.on_create(self, document, scope)
-            self.check_valid(self.present(document))
-            await self.store.insert(document, scope, **meta)
+            presented = self.present(document)
+            self.check_valid(presented)
+            created = self.event(CREATE, presented)
+
+            async def insert(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+                await self.store.insert(document, scope, session=session, **meta)
+                return document, 1, [created]
+
+            await self._commit(insert, document["id"])
             return document
 
         stored = await self._guarded(write)
@@ -171,12 +204,12 @@ class ResourceApi:
             raise NotFound(f"no {self.resource.type_name} with id '{resource_id}'")
         return stored
 
-    async def retrieve(self, id: str, **_: Any) -> Response:
-        fields = parse_fields(request.query_params.get("fields"), self.index)
+    async def retrieve(self, id: str, fields: str | None = None) -> Response:
+        selected = parse_fields(fields, self.index)
         stored = await self._load(id, scope_of(request, self.settings))
-        return json_response(self.present(stored, fields), 200, {"ETag": etag(stored[META]["version"])})
+        return json_response(self.present(stored, selected), 200, {"ETag": etag(stored[META]["version"])})
 
-    async def patch(self, id: str, body: Any = None, **_: Any) -> Response:
+    async def patch(self, id: str, body: Any = None) -> Response:
         style = patch_style(request.headers.get("content-type"))
         if_match = request.headers.get("if-match")
         scope = scope_of(request, self.settings)
@@ -202,8 +235,12 @@ class ResourceApi:
                 after = normalize_dates(after, self.index.date_time_paths)
                 self.check_valid(after)
                 after.pop("href", None)
+                changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))
+                if not changed:
+                    return stored
                 derived = await self.resource.rules.on_update(self, public(stored), after, scope)
-                result: dict[str, Any] | None = await self.store.replace(after, scope, meta={**meta, **derived})
+                replace = self._replacement(after, {**meta, **derived}, changed, scope)
+                result: dict[str, Any] | None = await self._commit(replace, id)
                 if result is not None:
                     return result
                 if if_match is not None:
@@ -213,19 +250,41 @@ class ResourceApi:
         result = await self._guarded(write)
         return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
 
-    async def delete(self, id: str, **_: Any) -> Response:
+    def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],
+                     scope: AccessScope) -> Callable[[Any], Any]:
+        """The transactional body of one PATCH attempt: the versioned replace and its events."""
+
+        async def replace(session: Any) -> tuple[dict[str, Any] | None, int, list[dict[str, Any]]]:
+            replaced = await self.store.replace(after, scope, meta=meta, session=session)
+            if replaced is None:
+                return None, 0, []
+            presented = self.present(replaced)
+            events = [self.event(ATTRIBUTE_CHANGE, presented, changed)]
+            if "state" in changed:
+                events.append(self.event(STATE_CHANGE, presented))
+            return replaced, replaced[META]["version"], events
+
+        return replace
+
+    async def delete(self, id: str) -> Response:
         scope = scope_of(request, self.settings)
 
         async def remove() -> None:
             stored = await self._load(id, scope)
             await self.resource.rules.on_delete(self, public(stored), scope)
-            if await self.store.delete(id, scope) is None:
-                raise NotFound(f"no {self.resource.type_name} with id '{id}'")
+
+            async def delete(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+                removed = await self.store.delete(id, scope, session=session)
+                if removed is None:
+                    raise NotFound(f"no {self.resource.type_name} with id '{id}'")
+                return removed, removed[META]["version"] + 1, [self.event(DELETE, self.present(removed))]
+
+            await self._commit(delete, id)
 
         await self._guarded(remove)
         return Response(status_code=204)
 
     def handlers(self) -> dict[str, Handler]:
         t = self.resource.type_name
-        return {f"list{t}": self.list, f"create{t}": self.create, f"retrieve{t}": self.retrieve,
+        return {f"list{t}": self.list_resources, f"create{t}": self.create, f"retrieve{t}": self.retrieve,
                 f"patch{t}": self.patch, f"delete{t}": self.delete}

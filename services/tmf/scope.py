@@ -24,6 +24,6 @@ def scope_of(request: Request, settings: Settings) -> AccessScope:
     role = request.headers.get(ROLE_HEADER, "partner")
     if party is None:
         return OPERATOR if role == OPERATOR_ROLE else AccessScope(None, "anonymous")
-    if not _PARTY.match(party) or not _PARTY.match(role):
+    if not _PARTY.fullmatch(party) or not _PARTY.fullmatch(role):
         raise BadRequest(f"{PARTY_HEADER} and {ROLE_HEADER} must be plain identifiers")
     return AccessScope(party, role)

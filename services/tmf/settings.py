@@ -24,6 +24,19 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw}")
+    return value
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -56,6 +69,17 @@ class Settings:
     # Only a gateway that authenticates callers may set this: it makes the services believe
     # the X-Party-Id / X-Party-Role headers.
     trust_party_headers: bool = False
+    # Event delivery to hub subscribers.
+    allow_private_callbacks: bool = False
+    delivery_max_attempts: int = 12
+    delivery_max_age_seconds: int = 86_400
+    delivery_backoff_seconds: float = 1.0
+    delivery_backoff_max_seconds: float = 600.0
+    delivery_timeout_seconds: float = 10.0
+    delivery_lease_seconds: float = 60.0
+    delivery_concurrency: int = 64
+    delivery_per_subscription: int = 8
+    delivery_poll_seconds: float = 0.5
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -72,6 +96,17 @@ class Settings:
             graph_max_nodes=_int("SQM_GRAPH_MAX_NODES", cls.graph_max_nodes, 10),
             log_level=os.environ.get("SQM_LOG_LEVEL", "INFO").upper(),
             trust_party_headers=_bool("SQM_TRUST_PARTY_HEADERS", False),
+            allow_private_callbacks=_bool("SQM_ALLOW_PRIVATE_CALLBACKS", False),
+            delivery_max_attempts=_int("SQM_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts, 1),
+            delivery_max_age_seconds=_int("SQM_DELIVERY_MAX_AGE_SECONDS", cls.delivery_max_age_seconds, 1),
+            delivery_backoff_seconds=_float("SQM_DELIVERY_BACKOFF_SECONDS", cls.delivery_backoff_seconds, 0.001),
+            delivery_backoff_max_seconds=_float("SQM_DELIVERY_BACKOFF_MAX_SECONDS",
+                                                cls.delivery_backoff_max_seconds, 0.001),
+            delivery_timeout_seconds=_float("SQM_DELIVERY_TIMEOUT_SECONDS", cls.delivery_timeout_seconds, 0.1),
+            delivery_lease_seconds=_float("SQM_DELIVERY_LEASE_SECONDS", cls.delivery_lease_seconds, 0.5),
+            delivery_concurrency=_int("SQM_DELIVERY_CONCURRENCY", cls.delivery_concurrency, 1),
+            delivery_per_subscription=_int("SQM_DELIVERY_PER_SUBSCRIPTION", cls.delivery_per_subscription, 1),
+            delivery_poll_seconds=_float("SQM_DELIVERY_POLL_SECONDS", cls.delivery_poll_seconds, 0.01),
         )
         settings = replace(base, **overrides)
         settings.check()

@@ -19,9 +19,10 @@ SPEC_URI = "urn:tmf-sqm:api"
 COMMON_DOCUMENT = "common.yaml"
 
 
-def load_document(name: str) -> dict[str, Any]:
+def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
     """Load one API document from the ``openapi`` package with the shared components of
-    ``common.yaml`` merged into its ``components``, so that the result stands alone."""
+    ``common.yaml`` merged into its ``components`` (and, for an API with a hub, the hub paths
+    into its ``paths``), so that the result stands alone."""
     folder = resources.files("openapi")
     document: dict[str, Any] = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
     common = yaml.safe_load(folder.joinpath(COMMON_DOCUMENT).read_text(encoding="utf-8"))
@@ -33,6 +34,12 @@ def load_document(name: str) -> dict[str, Any]:
         if clash:
             raise ValueError(f"{name} redefines shared components {sorted(clash)} from {COMMON_DOCUMENT}")
         target.update(copy.deepcopy(entries))
+    if with_hub:
+        paths = merged.setdefault("paths", {})
+        clash = set(paths) & set(common.get("paths", {}))
+        if clash:
+            raise ValueError(f"{name} redefines the shared hub paths {sorted(clash)} from {COMMON_DOCUMENT}")
+        paths.update(copy.deepcopy(common.get("paths", {})))
     return merged
 
 

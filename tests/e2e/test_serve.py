@@ -54,7 +54,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
     except OSError:
         return None
     # The command name sits in parentheses and may itself contain spaces or parentheses.
-    state, ppid = raw[raw.rindex(")") + 2:].split()[:2]
+    state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
     return state, int(ppid)
 
 
@@ -81,8 +81,7 @@ def database_children(parent: int) -> list[int]:
 
 def databases_using(path: Path) -> list[int]:
     """Live embedded database processes whose command line mentions ``path``."""
-    return [pid for pid in _pids()
-            if is_running(pid) and any(str(path) in arg for arg in _cmdline(pid))]
+    return [pid for pid in _pids() if is_running(pid) and any(str(path) in arg for arg in _cmdline(pid))]
 
 
 def option(pid: int, name: str) -> str:
@@ -122,16 +121,14 @@ class Server:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                pytest.fail(f"sqm serve printed no ready line within {READY_TIMEOUT:.0f} s:\n"
-                            f"{self.stderr()}")
+                pytest.fail(f"sqm serve printed no ready line within {READY_TIMEOUT:.0f} s:\n{self.stderr()}")
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:
                 continue
             if line is None:
                 self.process.wait(timeout=STOP_TIMEOUT)
-                pytest.fail(f"sqm serve exited with {self.process.returncode} before it was "
-                            f"ready:\n{self.stderr()}")
+                pytest.fail(f"sqm serve exited with {self.process.returncode} before it was ready:\n{self.stderr()}")
             if line.startswith("tmf-sqm ready"):
                 self.ready_line = line.rstrip("\n")
                 return
@@ -163,15 +160,17 @@ def sqm(tmp_path: Path) -> Iterator[Any]:
         stderr_path = tmp_path / f"sqm-{len(started)}.stderr"
         with stderr_path.open("w") as stderr:
             process = subprocess.Popen(
-                [str(SQM), "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--data-dir", str(data_dir)],
-                stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
-                cwd=tmp_path, env=_environment(),
+                [str(SQM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=tmp_path,
+                env=_environment(),
             )
         server = Server(process, port, stderr_path)
         started.append(server)
-        server.reader = threading.Thread(target=_pump, args=(process.stdout, server.lines),
-                                         daemon=True)
+        server.reader = threading.Thread(target=_pump, args=(process.stdout, server.lines), daemon=True)
         server.reader.start()
         server.wait_ready()
         children = database_children(process.pid)
@@ -185,6 +184,8 @@ def sqm(tmp_path: Path) -> Iterator[Any]:
     finally:
         leftovers = []
         for server in started:
+            # Shown by pytest only when the test fails: the server's log explains a 500.
+            print(f"--- stderr of sqm serve on port {server.port} ---\n{server.stderr()[-20_000:]}")
             if server.process.poll() is None:
                 server.process.terminate()
                 try:
@@ -194,9 +195,10 @@ def sqm(tmp_path: Path) -> Iterator[Any]:
                     server.process.wait(timeout=STOP_TIMEOUT)
             # The reader ends at EOF, which the exited process has sent; closing the pipe under
             # a reader still inside read() would raise in its thread.
-            if server.reader is not None:
-                server.reader.join(timeout=STOP_TIMEOUT)
-            if server.process.stdout is not None and not (server.reader and server.reader.is_alive()):
+            reader = server.reader
+            if reader is not None:
+                reader.join(timeout=STOP_TIMEOUT)
+            if server.process.stdout is not None and not (reader and reader.is_alive()):
                 server.process.stdout.close()
             if server.database_pid and is_running(server.database_pid):
                 leftovers.append(server.database_pid)
@@ -213,10 +215,11 @@ def _environment() -> dict[str, str]:
 
 def assert_database_gone(server: Server) -> None:
     assert not is_running(server.database_pid), (
-        f"the embedded database (pid {server.database_pid}) still runs after sqm serve exited")
+        f"the embedded database (pid {server.database_pid}) still runs after sqm serve exited"
+    )
     assert not accepts_connections(server.database_port), (
-        f"something still accepts connections on the embedded database's port "
-        f"{server.database_port}")
+        f"something still accepts connections on the embedded database's port {server.database_port}"
+    )
 
 
 # --- the value chain a user registers -----------------------------------------------------------
@@ -225,7 +228,8 @@ def assert_database_gone(server: Server) -> None:
 def create(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     response = client.post(f"{INVENTORY}/service", json=body)
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def node_key(node: dict[str, Any]) -> tuple[str, str, int, tuple[str, ...]]:
@@ -270,33 +274,49 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) 
         assert health.json()["database"]["status"] == "up"
         assert INVENTORY in [api["basePath"] for api in health.json()["apis"]]
 
-        core = create(client, {"name": "IP core", "category": "RFS", "state": "active",
-                               "serviceSpecification": {"id": "spec-core"}})
-        access_a = create(client, {
-            "name": "access site A", "category": "RFS", "state": "active",
-            "serviceSpecification": {"id": "spec-access"},
-            "relatedParty": [{"id": "partner-a", "role": "supplier",
-                              "@referredType": "Organization"}],
-            "supportingResource": [{"id": "link-a", "name": "access link A"}],
-        })
-        access_b = create(client, {
-            "name": "access site B", "category": "RFS", "state": "active",
-            "serviceSpecification": {"id": "spec-access"},
-            "supportingResource": [{"id": "link-b", "name": "access link B"}],
-        })
-        vpn = create(client, {
-            "name": "ACME IP-VPN", "category": "CFS", "state": "active",
-            "serviceSpecification": {"id": "spec-vpn"},
-            "relatedParty": [{"id": "acme", "role": "customer", "@referredType": "Organization"}],
-            "supportingService": [{"id": access_a["id"]}, {"id": access_b["id"]},
-                                  {"id": core["id"]}],
-        })
-        ids = {"core": core["id"], "accessA": access_a["id"], "accessB": access_b["id"],
-               "vpn": vpn["id"]}
+        core = create(
+            client,
+            {"name": "IP core", "category": "RFS", "state": "active", "serviceSpecification": {"id": "spec-core"}},
+        )
+        access_a = create(
+            client,
+            {
+                "name": "access site A",
+                "category": "RFS",
+                "state": "active",
+                "serviceSpecification": {"id": "spec-access"},
+                "relatedParty": [{"id": "partner-a", "role": "supplier", "@referredType": "Organization"}],
+                "supportingResource": [{"id": "link-a", "name": "access link A"}],
+            },
+        )
+        access_b = create(
+            client,
+            {
+                "name": "access site B",
+                "category": "RFS",
+                "state": "active",
+                "serviceSpecification": {"id": "spec-access"},
+                "supportingResource": [{"id": "link-b", "name": "access link B"}],
+            },
+        )
+        vpn = create(
+            client,
+            {
+                "name": "ACME IP-VPN",
+                "category": "CFS",
+                "state": "active",
+                "serviceSpecification": {"id": "spec-vpn"},
+                "relatedParty": [{"id": "acme", "role": "customer", "@referredType": "Organization"}],
+                "supportingService": [{"id": access_a["id"]}, {"id": access_b["id"]}, {"id": core["id"]}],
+            },
+        )
+        ids = {"core": core["id"], "accessA": access_a["id"], "accessB": access_b["id"], "vpn": vpn["id"]}
         assert len(set(ids.values())) == 4
         assert vpn["href"] == f"{server.url}{INVENTORY}/service/{vpn['id']}"
 
-        hub = client.post(f"{INVENTORY}/hub", json={"callback": "http://127.0.0.1:9/listener"})
+        # A listener that never answers (.invalid never resolves); it is removed before any
+        # change after the restart, so nothing is ever due to it.
+        hub = client.post(f"{INVENTORY}/hub", json={"callback": "https://listener.invalid/tmf/events"})
         assert hub.status_code == 201, hub.text
         hub_id = hub.json()["id"]
 
@@ -311,13 +331,15 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) 
         assert graph["direction"] == "dependency"
         assert (graph["root"]["id"], graph["root"]["depth"]) == (vpn["id"], 0)
         v, a, b, c = vpn["id"], access_a["id"], access_b["id"], core["id"]
-        assert sorted(map(node_key, graph["node"])) == sorted([
-            ("Service", a, 1, (v, a)),
-            ("Service", b, 1, (v, b)),
-            ("Service", c, 1, (v, c)),
-            ("Resource", "link-a", 2, (v, a, "link-a")),
-            ("Resource", "link-b", 2, (v, b, "link-b")),
-        ])
+        assert sorted(map(node_key, graph["node"])) == sorted(
+            [
+                ("Service", a, 1, (v, a)),
+                ("Service", b, 1, (v, b)),
+                ("Service", c, 1, (v, c)),
+                ("Resource", "link-a", 2, (v, a, "link-a")),
+                ("Resource", "link-b", 2, (v, b, "link-b")),
+            ]
+        )
         partner = next(n for n in graph["node"] if n["id"] == a)
         assert partner["relatedParty"][0]["id"] == "partner-a"
 
@@ -327,10 +349,12 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) 
         assert graph["direction"] == "impact"
         assert graph["root"]["id"] == "link-a"
         assert graph["root"]["@referredType"] == "Resource"
-        assert sorted(map(node_key, graph["node"])) == sorted([
-            ("Service", a, 1, ("link-a", a)),
-            ("Service", v, 2, ("link-a", a, v)),
-        ])
+        assert sorted(map(node_key, graph["node"])) == sorted(
+            [
+                ("Service", a, 1, ("link-a", a)),
+                ("Service", v, 2, ("link-a", a, v)),
+            ]
+        )
         assert [s["id"] for s in graph["customerFacingService"]] == [v]
 
         before = snapshot(client, ids, hub_id)
@@ -352,10 +376,15 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) 
         assert after == before
 
         # Versions carried over: the old ETag still guards a write, which then moves it on.
+        assert client.delete(f"{INVENTORY}/hub/{hub_id}").status_code == 204
+        assert client.get(f"{INVENTORY}/hub/{hub_id}").status_code == 404
+
         old_etag = before["services"]["core"]["etag"]
-        patched = client.patch(f"{INVENTORY}/service/{core['id']}", json={"name": "IP core 2"},
-                               headers={"If-Match": old_etag,
-                                        "Content-Type": "application/merge-patch+json"})
+        patched = client.patch(
+            f"{INVENTORY}/service/{core['id']}",
+            json={"name": "IP core 2"},
+            headers={"If-Match": old_etag, "Content-Type": "application/merge-patch+json"},
+        )
         assert patched.status_code == 200, patched.text
         assert patched.json()["name"] == "IP core 2"
         assert patched.headers["etag"] != old_etag
@@ -383,12 +412,15 @@ def run_bad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     try:
         result = subprocess.run(
             [str(SQM), "serve", "--host", "127.0.0.1", *args],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path,
-            env=_environment(), timeout=BAD_CONFIG_TIMEOUT,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=_environment(),
+            timeout=BAD_CONFIG_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"sqm serve {' '.join(args)} still ran after {BAD_CONFIG_TIMEOUT:.0f} s: "
-                    f"{exc.stderr!r}")
+        pytest.fail(f"sqm serve {' '.join(args)} still ran after {BAD_CONFIG_TIMEOUT:.0f} s: {exc.stderr!r}")
     assert result.returncode != 0, result.stdout + result.stderr
     assert "ready" not in result.stdout
     assert "Traceback" not in result.stderr, result.stderr
@@ -424,8 +456,15 @@ def test_unwritable_data_dir_is_reported(tmp_path: Path) -> None:
 
 
 def test_unreachable_mongodb_is_reported(tmp_path: Path) -> None:
-    result = run_bad(tmp_path, "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
-                     "--mongodb-uri", "mongodb://127.0.0.1:1/")
+    result = run_bad(
+        tmp_path,
+        "--port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--mongodb-uri",
+        "mongodb://127.0.0.1:1/",
+    )
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("sqm: ")
     assert "MongoDB" in message

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, ExecutionTimeout, OperationFailure
 
-from .errors import Conflict, TmfError
+from ..errors import Conflict, TmfError
 
 META = "_meta"
 OPERATOR_ROLE = "operator"
@@ -35,6 +36,10 @@ class AccessScope:
     def restrict(self, query: Mapping[str, Any]) -> dict[str, Any]:
         if self.unrestricted:
             return dict(query)
+        if self.party_id is None:
+            # A caller without a party sees nothing: null would match every document that
+            # lacks the field.
+            return {"_id": {"$in": []}}
         visible = {"$or": [{"relatedParty.id": self.party_id}, {f"{META}.owner": self.party_id}]}
         return {"$and": [dict(query), visible]} if query else visible
 
@@ -70,10 +75,11 @@ class ResourceStore:
         models = [IndexModel([(f"{META}.owner", ASCENDING)]), *indexes]
         await self.collection.create_indexes(models)
 
-    async def insert(self, document: dict[str, Any], scope: AccessScope, **meta: Any) -> None:
+    async def insert(self, document: dict[str, Any], scope: AccessScope, *,
+                     session: AsyncClientSession | None = None, **meta: Any) -> None:
         stored = {**document, "_id": document["id"], META: {"version": 1, "owner": scope.party_id, **meta}}
         try:
-            await self.collection.insert_one(stored)
+            await self.collection.insert_one(stored, session=session)
         except DuplicateKeyError:
             raise Conflict(f"{self.name} {document['id']} already exists") from None
 
@@ -109,19 +115,20 @@ class ResourceStore:
         except OperationFailure as exc:
             raise QueryTooExpensive(f"the query cannot run: {exc.details and exc.details.get('errmsg')}") from None
 
-    async def replace(self, document: dict[str, Any], scope: AccessScope, *,
-                      meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def replace(self, document: dict[str, Any], scope: AccessScope, *, meta: Mapping[str, Any],
+                      session: AsyncClientSession | None = None) -> dict[str, Any] | None:
         """Replace the document if its version is still ``meta["version"]``; return the stored
         result, or None when somebody else changed it first."""
         version = meta["version"]
         stored = {**document, "_id": document["id"], META: {**meta, "version": version + 1}}
         return await self.collection.find_one_and_replace(
             scope.restrict({"_id": document["id"], f"{META}.version": version}), stored,
-            return_document=ReturnDocument.AFTER,
+            return_document=ReturnDocument.AFTER, session=session,
         )
 
-    async def delete(self, resource_id: str, scope: AccessScope) -> dict[str, Any] | None:
-        return await self.collection.find_one_and_delete(scope.restrict({"_id": resource_id}))
+    async def delete(self, resource_id: str, scope: AccessScope, *,
+                     session: AsyncClientSession | None = None) -> dict[str, Any] | None:
+        return await self.collection.find_one_and_delete(scope.restrict({"_id": resource_id}), session=session)
 
     async def exists(self, ids: Iterable[str], scope: AccessScope) -> set[str]:
         wanted = list(set(ids))

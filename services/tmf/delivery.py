@@ -1,0 +1,194 @@
+"""Delivering events to hub subscribers: at least once, in order per resource and subscriber,
+with retries, backoff and dead letters, shared safely by every process of a service through
+leases on the deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from .events import listener_path
+from .repository.events import EventStore, Outcome, utcnow
+from .settings import Settings
+
+log = structlog.get_logger("tmf.delivery")
+SIGNATURE_HEADER = "X-Sqm-Signature"
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body, keyed with the secret>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance_seconds: int = 300, now: float | None = None) -> bool:
+    """What a listener does with the signature header; kept here so tests prove the recipe."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs((now or time.time()) - timestamp) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+def is_private_address(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(".localhost")
+    return (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
+            or address.is_multicast or address.is_unspecified)
+
+
+async def resolves_privately(url: str) -> bool:
+    """Whether the callback's host is, or resolves to, a loopback, private or link-local address."""
+    host = urlsplit(url).hostname or ""
+    if is_private_address(host):
+        return True
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return any(is_private_address(str(info[4][0])) for info in infos)
+
+
+class Dispatcher:
+    """One per process. Claims due deliveries in batches, sends them concurrently (bounded
+    overall and per subscriber, so one slow listener cannot hold up the others), and settles
+    the outcomes in batches."""
+
+    def __init__(self, store: EventStore, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.client = client or httpx.AsyncClient(timeout=settings.delivery_timeout_seconds,
+                                                  follow_redirects=False)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._in_flight: Counter[str] = Counter()
+        self._outcomes: list[Outcome] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.delivery_timeout_seconds + 1)
+        await self._flush()
+        await self.client.aclose()
+
+    def _capacity(self, subscription_id: str) -> int:
+        return self.settings.delivery_per_subscription - self._in_flight[subscription_id]
+
+    async def _run(self) -> None:
+        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
+        while not self._stopping:
+            claimed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            try:
+                await self._flush()
+                free = self.settings.delivery_concurrency - len(self._tasks)
+                if free > 0:
+                    claimed = await self.store.claim(self.owner, self._capacity, free, lease)
+            except Exception:  # the database may be restarting; try again after a pause
+                log.exception("claiming deliveries failed")
+            for delivery, event in claimed:
+                self._in_flight[delivery["subscriptionId"]] += 1
+                task = asyncio.create_task(self._deliver(delivery, event))
+                self._tasks.add(task)
+                task.add_done_callback(self._done(delivery["subscriptionId"]))
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll_seconds)
+
+    def _done(self, subscription_id: str) -> Any:
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._in_flight[subscription_id] -= 1
+            if self._in_flight[subscription_id] <= 0:
+                del self._in_flight[subscription_id]
+            self._wake.set()
+        return finished
+
+    async def _flush(self) -> None:
+        if self._outcomes:
+            outcomes, self._outcomes = self._outcomes, []
+            try:
+                await self.store.settle(outcomes)
+            except Exception:
+                # Unsettled deliveries stay leased and are sent again after the lease: at least once.
+                log.exception("recording delivery outcomes failed", count=len(outcomes))
+
+    async def _deliver(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:
+        subscription = delivery.get("subscription")
+        if subscription is None or subscription.get("status") == "suspended":
+            self._outcomes.append(Outcome(delivery["_id"], "dead", error="the subscription no longer exists"))
+            return
+        url = subscription["callback"].rstrip("/") + listener_path(event["eventType"])
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "X-Sqm-Event-Id": event["eventId"]}
+        if subscription.get("secret"):
+            headers[SIGNATURE_HEADER] = sign(subscription["secret"], int(time.time()), body)
+        status: int | None = None
+        try:
+            if not self.settings.allow_private_callbacks and await resolves_privately(url):
+                self._outcomes.append(Outcome(delivery["_id"], "dead", error="callback resolves to a private address"))
+                return
+            response = await self.client.post(url, content=body, headers=headers)
+            status = response.status_code
+            if 200 <= status < 300:
+                self._outcomes.append(Outcome(delivery["_id"], "delivered", status=status))
+                return
+            if status == 410:
+                await self._flush()
+                await self.store.suspend(subscription["_id"], f"the listener answered 410 Gone at {url}")
+                log.warning("subscription suspended", subscription=subscription["_id"],
+                            callback=subscription["callback"])
+                return
+            error = f"the listener answered {status}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self._outcomes.append(self._retry_or_dead(delivery, status, error))
+
+    def _retry_or_dead(self, delivery: dict[str, Any], status: int | None, error: str) -> Outcome:
+        attempts = delivery.get("attempts", 0) + 1
+        created: datetime = delivery["createdAt"]
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=utcnow().tzinfo)
+        age = (utcnow() - created).total_seconds()
+        if attempts >= self.settings.delivery_max_attempts or age >= self.settings.delivery_max_age_seconds:
+            log.warning("delivery dead-lettered", delivery=delivery["_id"], attempts=attempts, error=error)
+            return Outcome(delivery["_id"], "dead", status=status, error=error)
+        backoff = min(self.settings.delivery_backoff_max_seconds,
+                      self.settings.delivery_backoff_seconds * 2 ** (attempts - 1))
+        delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+        return Outcome(delivery["_id"], "retrying", status=status, error=error,
+                       next_attempt_at=utcnow() + timedelta(seconds=delay))

@@ -1,0 +1,53 @@
+"""The transactional outbox: a change and its events commit together, each event with one
+delivery per hub subscription whose query it matches at that moment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from .errors import TmfError
+from .events import EventFilter
+from .repository.events import EventStore
+from .spec import SchemaIndex
+
+
+class Outbox:
+    def __init__(self, api: str, store: EventStore, regex_max_length: int,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.api = api
+        self.store = store
+        self.regex_max_length = regex_max_length
+        self.on_commit = on_commit
+        self._filters: dict[tuple[str, str, str], EventFilter | None] = {}
+
+    def event_filter(self, query: str | None, payload_key: str, index: SchemaIndex) -> EventFilter | None:
+        """The compiled query, or None when it cannot apply to events of this resource type."""
+        key = (query or "", payload_key, index.schema_name)
+        if key not in self._filters:
+            if len(self._filters) > 10_000:
+                self._filters.clear()
+            try:
+                self._filters[key] = EventFilter(query, payload_key, index, self.regex_max_length)
+            except TmfError:
+                self._filters[key] = None
+        return self._filters[key]
+
+    async def record(self, session: AsyncClientSession, *, payload_key: str, index: SchemaIndex,
+                     resource_id: str, version: int, events: list[dict[str, Any]]) -> None:
+        subscriptions = await self.store.subscriptions(self.api, session)
+        recipients = []
+        for event in events:
+            matching = []
+            for subscription in subscriptions:
+                event_filter = self.event_filter(subscription.get("query"), payload_key, index)
+                if event_filter is not None and event_filter.matches(event):
+                    matching.append(subscription["_id"])
+            recipients.append(matching)
+        await self.store.record(self.api, resource_id, version, events, recipients, session)
+
+    def committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()

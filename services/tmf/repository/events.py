@@ -1,0 +1,214 @@
+"""Storage of events and their deliveries: the event log (the transactional outbox), one
+delivery per event and matching subscription, and the queries the dispatcher and the hub's
+visibility operations need. Batches everywhere: no round trip per delivery."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+T = TypeVar("T")
+
+EVENTS = "event"
+DELIVERIES = "delivery"
+HUB = "hub"
+UNDELIVERED = ["pending", "retrying"]
+STATES = ("pending", "retrying", "delivered", "dead", "suspended")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def in_transaction(database: AsyncDatabase[dict[str, Any]],
+                         body: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+    """Run ``body`` in one MongoDB transaction (retried by the driver on transient errors)."""
+    async with database.client.start_session() as session:
+        result: T = await session.with_transaction(body)
+        return result
+
+
+@dataclass
+class Outcome:
+    """What one delivery attempt came to."""
+
+    delivery_id: str
+    state: str  # delivered, retrying, dead
+    status: int | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class EventStore:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self.database = database
+        self.events = database[EVENTS]
+        self.deliveries = database[DELIVERIES]
+        self.hub = database[HUB]
+
+    async def ensure_indexes(self) -> None:
+        await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
+        await self.deliveries.create_indexes([
+            IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
+            IndexModel([("lane", ASCENDING), ("seq", ASCENDING)]),
+            IndexModel([("claim", ASCENDING)]),
+            IndexModel([("subscriptionId", ASCENDING), ("state", ASCENDING), ("createdAt", ASCENDING)]),
+        ])
+
+    # -- writing, inside the transaction of the change --------------------------------------
+
+    async def subscriptions(self, api: str, session: AsyncClientSession | None = None) -> list[dict[str, Any]]:
+        return await self.hub.find({"api": api, "status": {"$ne": "suspended"}}, session=session).to_list()
+
+    async def record(self, api: str, resource_id: str, version: int, events: list[dict[str, Any]],
+                     recipients: list[list[str]], session: AsyncClientSession) -> None:
+        """Store ``events`` (about one resource, in order) and a delivery per recipient."""
+        now = utcnow()
+        await self.events.insert_many([
+            {"_id": e["eventId"], "api": api, "eventType": e["eventType"], "resourceId": resource_id,
+             "eventTime": e["eventTime"], "seq": version * 10 + i, "event": e}
+            for i, e in enumerate(events)
+        ], session=session)
+        deliveries = [
+            self._delivery(api, subscription_id, resource_id, version * 10 + i, event, now)
+            for i, (event, subscribers) in enumerate(zip(events, recipients, strict=True))
+            for subscription_id in subscribers
+        ]
+        if deliveries:
+            await self.deliveries.insert_many(deliveries, session=session)
+
+    @staticmethod
+    def _delivery(api: str, subscription_id: str, resource_id: str, seq: int, event: Mapping[str, Any],
+                  now: datetime, suffix: str = "") -> dict[str, Any]:
+        return {"_id": f"{event['eventId']}/{subscription_id}{suffix}", "api": api,
+                "subscriptionId": subscription_id, "eventId": event["eventId"], "eventType": event["eventType"],
+                "lane": f"{subscription_id}/{resource_id}", "seq": seq, "state": "pending", "attempts": 0,
+                "createdAt": now, "nextAttemptAt": now, "leaseUntil": None}
+
+    # -- the dispatcher ------------------------------------------------------------------------
+
+    async def claim(self, owner: str, capacity: Callable[[str], int], limit: int,
+                    lease: timedelta) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Lease up to ``limit`` due deliveries that head their lane (no earlier delivery of the
+        same resource to the same subscriber is still undelivered) and whose subscriber has
+        capacity; return them with their events."""
+        now = utcnow()
+        free = {"$or": [{"leaseUntil": None}, {"leaseUntil": {"$lt": now}}]}
+        due = await self.deliveries.find(
+            {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, **free},
+            {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING), ("seq", ASCENDING)],
+            limit=limit * 4,
+        ).to_list()
+        heads: dict[str, dict[str, Any]] = {}
+        for d in due:
+            if d["lane"] not in heads or d["seq"] < heads[d["lane"]]["seq"]:
+                heads[d["lane"]] = d
+        if not heads:
+            return []
+        earlier = await self.deliveries.find(
+            {"state": {"$in": UNDELIVERED},
+             "$or": [{"lane": lane, "seq": {"$lt": d["seq"]}} for lane, d in heads.items()]},
+            {"lane": 1},
+        ).to_list()
+        blocked = {e["lane"] for e in earlier}
+        taken: Counter[str] = Counter()
+        chosen = []
+        for d in sorted(heads.values(), key=lambda d: d["seq"]):
+            subscription = d["subscriptionId"]
+            if d["lane"] in blocked or taken[subscription] >= capacity(subscription):
+                continue
+            taken[subscription] += 1
+            chosen.append(d["_id"])
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        token = uuid.uuid4().hex
+        await self.deliveries.update_many(
+            {"_id": {"$in": chosen}, "state": {"$in": UNDELIVERED}, **free},
+            {"$set": {"leaseOwner": owner, "leaseUntil": now + lease, "claim": token}},
+        )
+        claimed = await self.deliveries.find({"claim": token}).to_list()
+        events = {e["_id"]: e["event"] for e in
+                  await self.events.find({"_id": {"$in": [c["eventId"] for c in claimed]}}).to_list()}
+        subscriptions = {s["_id"]: s for s in
+                         await self.hub.find({"_id": {"$in": list({c["subscriptionId"] for c in claimed})}}).to_list()}
+        return [({**c, "subscription": subscriptions.get(c["subscriptionId"])}, events[c["eventId"]])
+                for c in claimed if c["eventId"] in events]
+
+    async def settle(self, outcomes: Iterable[Outcome]) -> None:
+        now = utcnow()
+        operations = []
+        for o in outcomes:
+            fields: dict[str, Any] = {"state": o.state, "leaseUntil": None, "leaseOwner": None, "lastAttemptAt": now,
+                                      "lastStatus": o.status, "lastError": o.error}
+            if o.state == "delivered":
+                fields["deliveredAt"] = now
+            if o.next_attempt_at is not None:
+                fields["nextAttemptAt"] = o.next_attempt_at
+            operations.append(UpdateOne({"_id": o.delivery_id}, {"$set": fields, "$inc": {"attempts": 1}}))
+        if operations:
+            await self.deliveries.bulk_write(operations, ordered=False)
+
+    async def suspend(self, subscription_id: str, reason: str) -> None:
+        await self.hub.update_one({"_id": subscription_id},
+                                  {"$set": {"status": "suspended", "suspendedReason": reason}})
+        await self.deliveries.update_many({"subscriptionId": subscription_id, "state": {"$in": UNDELIVERED}},
+                                          {"$set": {"state": "suspended", "leaseUntil": None}})
+
+    # -- visibility and repair ------------------------------------------------------------------
+
+    async def summary(self, subscription_id: str) -> dict[str, Any]:
+        counts = {state: 0 for state in STATES}
+        async for row in await self.deliveries.aggregate([
+            {"$match": {"subscriptionId": subscription_id}},
+            {"$group": {"_id": "$state", "n": {"$sum": 1}}},
+        ]):
+            counts[row["_id"]] = row["n"]
+        upcoming = await self.deliveries.find_one(
+            {"subscriptionId": subscription_id, "state": "retrying"}, sort=[("nextAttemptAt", ASCENDING)])
+        return {"counts": counts, "nextAttemptAt": upcoming["nextAttemptAt"] if upcoming else None,
+                "lastError": upcoming.get("lastError") if upcoming else None}
+
+    async def page(self, subscription_id: str, state: str | None, offset: int,
+                   limit: int) -> tuple[int, list[dict[str, Any]]]:
+        query: dict[str, Any] = {"subscriptionId": subscription_id}
+        if state:
+            query["state"] = state
+        total = await self.deliveries.count_documents(query)
+        rows = await self.deliveries.find(query, sort=[("createdAt", ASCENDING), ("seq", ASCENDING)],
+                                          skip=offset, limit=limit).to_list()
+        return total, rows
+
+    async def redeliver(self, subscription_id: str, event_ids: list[str] | None) -> int:
+        query: dict[str, Any] = {"subscriptionId": subscription_id, "state": {"$in": ["dead", "suspended"]}}
+        if event_ids:
+            query["eventId"] = {"$in": event_ids}
+        result = await self.deliveries.update_many(query, {"$set": {
+            "state": "pending", "attempts": 0, "nextAttemptAt": utcnow(), "leaseUntil": None, "lastError": None}})
+        return result.modified_count
+
+    async def events_between(self, api: str, start: str, end: str, limit: int) -> list[dict[str, Any]]:
+        return await self.events.find({"api": api, "eventTime": {"$gte": start, "$lt": end}},
+                                      sort=[("eventTime", ASCENDING), ("seq", ASCENDING)], limit=limit).to_list()
+
+    async def replay(self, api: str, subscription_id: str, events: list[dict[str, Any]]) -> int:
+        now = utcnow()
+        suffix = f"/replay-{uuid.uuid4().hex[:12]}"
+        deliveries = [self._delivery(api, subscription_id, e["resourceId"], e["seq"], e["event"], now, suffix)
+                      for e in events]
+        if deliveries:
+            await self.deliveries.insert_many(deliveries)
+        return len(deliveries)
+
+    async def reactivate(self, subscription_id: str) -> None:
+        await self.hub.update_one({"_id": subscription_id}, {"$set": {"status": "active"},
+                                                            "$unset": {"suspendedReason": ""}})
