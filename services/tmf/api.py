@@ -4,6 +4,7 @@ middleware."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse
 from . import errors
 from .delivery import Dispatcher
 from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
+from .listener import Consumption, ListenerApi
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
 from .outbox import Outbox
 from .repository import ResourceStore
@@ -50,6 +52,7 @@ class ApiDeclaration:
     resources: tuple[ResourceType, ...]
     extra_handlers: Callable[[ApiContext], dict[str, Handler]] | None = None
     has_hub: bool = True
+    consumes: tuple[Consumption, ...] = ()
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ApiContext:
     document: dict[str, Any]
     database: AsyncDatabase[dict[str, Any]] | None = None
     resource_apis: dict[str, ResourceApi] = field(default_factory=dict)
+    listeners: list[ListenerApi] = field(default_factory=list)
     _stores: dict[str, ResourceStore] = field(default_factory=dict)
     _events: EventStore | None = None
     _outbox: Outbox | None = None
@@ -107,6 +111,10 @@ def _handlers(declaration: ApiDeclaration, context: ApiContext) -> dict[str, Han
         handlers.update(api.handlers())
     if declaration.has_hub:
         handlers.update(HubApi(context).handlers())
+    for consumption in declaration.consumes:
+        listener = ListenerApi(context, consumption)
+        context.listeners.append(listener)
+        handlers.update(listener.handlers())
     if declaration.extra_handlers is not None:
         handlers.update(declaration.extra_handlers(context))
     return handlers
@@ -157,6 +165,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
         state["database"] = database
         events = EventStore(database)
         dispatcher = Dispatcher(events, settings)
+        subscribing: list[asyncio.Task[str | None]] = []
         try:
             await events.ensure_indexes()
             for declaration, context, _ in built:
@@ -167,8 +176,11 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
                     await context.store(HUB_COLLECTION).ensure_indexes(HUB_INDEXES)
             log.info("connected", database=settings.database, apis=[c.name for c in contexts])
             dispatcher.start()
+            subscribing += [asyncio.create_task(listener.subscribe()) for c in contexts for listener in c.listeners]
             yield
         finally:
+            for task in subscribing:
+                task.cancel()
             await dispatcher.stop()
             await client.close()
 
@@ -191,7 +203,11 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
                                 status_code=503)
         latency = round((time.perf_counter() - started) * 1000, 2)
         return JSONResponse({"status": "up", "database": {"status": "up", "latencyMs": latency},
-                             "apis": [{"name": c.name, "basePath": c.base_path} for c in contexts]})
+                             "apis": [{"name": c.name, "basePath": c.base_path} for c in contexts],
+                             "subscriptions": [
+                                 {"api": c.name, "events": list(listener.consumption.event_types),
+                                  "subscription": listener.subscription}
+                                 for c in contexts for listener in c.listeners]})
 
     async def index(request: Request) -> JSONResponse:
         return JSONResponse({"name": "tmf-sqm", "apis": [

@@ -7,6 +7,7 @@ from a fixed table, and every path is checked against the resource schema first.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ ALWAYS_RETURNED = ("id", "href", "@type")
 
 _ASSERTION = re.compile(r"^(?P<name>[^=<>!]+?)(?P<literal>>=|<=|==|=|>|<)(?P<value>.*)$", re.DOTALL)
 _SEGMENT = re.compile(r"^[A-Za-z@][A-Za-z0-9_@]{0,63}$")
+ENCODED_COMMA = "\x00"
 MAX_ASSERTIONS = 50
 MAX_VALUES = 100
 MAX_VALUE_LENGTH = 1024
@@ -58,12 +60,15 @@ def check_path(path: str) -> str:
 
 def split_assertions(raw_query: str) -> list[tuple[str, str, str]]:
     """Split a raw query string into (name, literal operator, value) triples, decoding each
-    part only after splitting so that encoded ``&``, ``;`` and ``,`` stay inside values."""
+    part only after splitting so that encoded ``&``, ``;`` and ``,`` stay inside values (an
+    encoded comma travels as ``ENCODED_COMMA`` until values are split on real commas)."""
     triples = []
     for part in re.split(r"[&;]", raw_query):
         if not part:
             continue
-        decoded = unquote_plus(part)
+        if "%00" in part:
+            raise BadRequest("a query must not contain NUL characters")
+        decoded = unquote_plus(part.replace("%2C", ENCODED_COMMA).replace("%2c", ENCODED_COMMA))
         match = _ASSERTION.match(decoded)
         if match is None:
             raise BadRequest(
@@ -88,7 +93,8 @@ def parse_filter_assertions(triples: list[tuple[str, str, str]]) -> list[Conditi
                     f"'{name}{literal}': use either the .{suffix} suffix or the '{literal}' form, not both")
             path, operator = head, suffix
         check_path(path)
-        values = [value] if operator == "regex" else value.split(",")
+        alternatives = [value] if operator == "regex" else value.split(",")
+        values = [v.replace(ENCODED_COMMA, ",") for v in alternatives]
         condition = grouped.setdefault((path, operator), Condition(path, operator))
         condition.values.extend(values)
         if len(condition.values) > MAX_VALUES:
@@ -146,9 +152,11 @@ def coerce(value: str, kind: AttributeType, path: str) -> list[Any]:
         if value in {"true", "false"}:
             candidates.append(value == "true")
         try:
-            candidates.append(float(value))
+            number = float(value)
         except ValueError:
-            pass
+            return candidates
+        if math.isfinite(number):
+            candidates.append(number)
         return candidates
     raise BadRequest(f"'{path}' is an {kind.type}; filter on one of its attributes, e.g. {path}.id")
 

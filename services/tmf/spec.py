@@ -8,6 +8,7 @@ import copy
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,7 +25,9 @@ def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
     ``common.yaml`` merged into its ``components`` (and, for an API with a hub, the hub paths
     into its ``paths``), so that the result stands alone."""
     folder = resources.files("openapi")
-    document: dict[str, Any] = yaml.safe_load(folder.joinpath(name).read_text(encoding="utf-8"))
+    # Absolute paths are for documents that live outside the package (test-only APIs).
+    source = Path(name) if Path(name).is_absolute() else folder.joinpath(name)
+    document: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8"))
     common = yaml.safe_load(folder.joinpath(COMMON_DOCUMENT).read_text(encoding="utf-8"))
     merged: dict[str, Any] = copy.deepcopy(document)
     components = merged.setdefault("components", {})

@@ -3,13 +3,10 @@ conforms to the document (status codes, headers, content types, bodies)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -17,24 +14,14 @@ from services.app import APIS, create_app
 from services.tmf.embedded import free_port
 from services.tmf.spec import load_document
 from tests.conftest import make_settings
+from tests.support.server import serve
 
 
 @pytest.fixture(scope="module")
 def server(mongo_uri: str) -> Iterator[str]:
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(make_settings(mongo_uri, public_url=base))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the suite did not start"
-        time.sleep(0.05)
-    yield base
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    with serve(create_app(make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")), port) as base:
+        yield base
 
 
 def _contract_test(declaration):

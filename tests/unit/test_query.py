@@ -619,3 +619,20 @@ def test_no_client_string_becomes_an_operator(service_index: SchemaIndex, raw: s
             assert service_index.attribute_type(key) is not None, (raw, mongo)
     assert 0 <= query.limit <= 100
     assert query.offset >= 0
+
+
+def test_encoded_comma_stays_inside_a_value():
+    from services.tmf.query import parse_filter_assertions, split_assertions
+
+    [condition] = parse_filter_assertions(split_assertions("name=ACME%2C%20Inc.,Other"))
+    assert condition.values == ["ACME, Inc.", "Other"]
+
+
+def test_nul_in_query_is_refused():
+    import pytest
+
+    from services.tmf.errors import BadRequest
+    from services.tmf.query import split_assertions
+
+    with pytest.raises(BadRequest):
+        split_assertions("name=a%00b")

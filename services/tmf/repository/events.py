@@ -20,6 +20,7 @@ T = TypeVar("T")
 EVENTS = "event"
 DELIVERIES = "delivery"
 HUB = "hub"
+RECEIVED = "received_event"
 UNDELIVERED = ["pending", "retrying"]
 STATES = ("pending", "retrying", "delivered", "dead", "suspended")
 
@@ -53,6 +54,7 @@ class EventStore:
         self.events = database[EVENTS]
         self.deliveries = database[DELIVERIES]
         self.hub = database[HUB]
+        self.received = database[RECEIVED]
 
     async def ensure_indexes(self) -> None:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
@@ -208,6 +210,15 @@ class EventStore:
         if deliveries:
             await self.deliveries.insert_many(deliveries)
         return len(deliveries)
+
+    # -- the consuming side -------------------------------------------------------------------
+
+    async def was_received(self, event_id: str) -> bool:
+        return await self.received.find_one({"_id": event_id}, {"_id": 1}) is not None
+
+    async def mark_received(self, event_id: str, event_type: str, api: str, at: str) -> None:
+        await self.received.update_one(
+            {"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api, "receivedAt": at}}, upsert=True)
 
     async def reactivate(self, subscription_id: str) -> None:
         await self.hub.update_one({"_id": subscription_id}, {"$set": {"status": "active"},
