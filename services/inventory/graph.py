@@ -51,7 +51,7 @@ class Walk:
     async def load(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        docs = await self.api.store.find_internal({"_id": {"$in": ids}}, self.scope, NODE_FIELDS)
+        docs = await self.api.store.find_in("_id", ids, self.scope, NODE_FIELDS)
         order = {i: n for n, i in enumerate(ids)}
         return sorted(docs, key=lambda d: order[d["id"]])
 
@@ -102,8 +102,7 @@ class Walk:
         while frontier and depth < self.max_depth:
             depth += 1
             frontier_set = set(frontier)
-            parents = await self.api.store.find_internal(
-                {f"{META}.dependsOn": {"$in": frontier}}, self.scope, NODE_FIELDS)
+            parents = await self.api.store.find_in(f"{META}.dependsOn", frontier, self.scope, NODE_FIELDS)
             next_ids = []
             for doc in sorted(parents, key=lambda d: d["id"]):
                 below = [d for d in doc.get(META, {}).get("dependsOn", []) if d in frontier_set]
@@ -182,8 +181,7 @@ async def find_cycle(api: ResourceApi, service_id: str, depends_on: list[str], s
     seen = set(depends_on)
     frontier = list(depends_on)
     while frontier:
-        docs = await api.store.find_internal({"_id": {"$in": frontier}}, scope,
-                                             {"id": 1, f"{META}.dependsOn": 1})
+        docs = await api.store.find_in("_id", frontier, scope, {"id": 1, f"{META}.dependsOn": 1})
         next_ids = []
         for doc in docs:
             for dep in doc.get(META, {}).get("dependsOn", []):

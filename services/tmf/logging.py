@@ -32,3 +32,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's own access log would duplicate ours, without the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every outgoing request at INFO; deliveries keep their own records.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -62,6 +62,12 @@ class ResourceType:
     # Rules that read other documents to judge a write (e.g. cycle checks) need writes of
     # this resource type to happen one at a time.
     serialize_writes: bool = False
+    # Events are named after this (``SLACreateEvent`` for ``ServiceLevelAgreement``).
+    event_prefix: str | None = None
+
+    @property
+    def event_name(self) -> str:
+        return self.event_prefix or self.type_name
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -92,7 +98,10 @@ class ResourceApi:
         self.resource = resource
         self.index = SchemaIndex(context.document, resource.type_name)
         # What a create requires (mandatory attributes) must stay true after any patch.
-        self.create_index = SchemaIndex(context.document, f"{resource.type_name}_Create")
+        create_schema = f"{resource.type_name}_Create"
+        # Resources only the system creates (violations, rebates) have no create schema.
+        self.create_index = (SchemaIndex(context.document, create_schema)
+                             if create_schema in context.document.get("components", {}).get("schemas", {}) else None)
         self._write_lock = asyncio.Lock()
 
     @property
@@ -116,18 +125,20 @@ class ResourceApi:
         return body
 
     def check_valid(self, body: Mapping[str, Any]) -> None:
-        problems = self.index.errors(body) or self.create_index.errors(
-            {k: v for k, v in body.items() if k not in self.index.read_only and k not in {"id", "href"}})
+        problems = self.index.errors(body)
+        if not problems and self.create_index is not None:
+            problems = self.create_index.errors(
+                {k: v for k, v in body.items() if k not in self.index.read_only and k not in {"id", "href"}})
         if problems:
             raise BadRequest(f"the {self.resource.type_name} would not be valid: " + "; ".join(problems))
 
     def event(self, kind: str, resource: dict[str, Any], field_path: list[str] | None = None) -> dict[str, Any]:
-        return envelope(api=self.context.name, payload_key=self.resource.name, type_name=self.resource.type_name,
+        return envelope(api=self.context.name, payload_key=self.resource.name, type_name=self.resource.event_name,
                         kind=kind, resource=resource, field_path=field_path)
 
-    async def _commit(self, body: Callable[[Any], Any], resource_id: str) -> Any:
-        """Run ``body(session)`` in a transaction; it returns the stored document (or None) and
-        a list of events to record with it."""
+    async def _commit(self, body: Callable[[Any], Any], resource_id: str, session: Any = None) -> Any:
+        """Run ``body(session)`` in a transaction (the caller's, when given); it returns the
+        stored document (or None) and a list of events to record with it."""
         outbox = self.context.outbox
 
         async def transaction(session: Any) -> Any:
@@ -137,6 +148,8 @@ class ResourceApi:
                                     resource_id=resource_id, version=version, events=events)
             return stored
 
+        if session is not None:
+            return await transaction(session)
         result = await in_transaction(self.context.db, transaction)
         if result is not None:
             outbox.committed()
@@ -176,9 +189,17 @@ class ResourceApi:
         given_read_only = sorted(k for k in body if k in self.index.read_only or k in {"id", "href"})
         if given_read_only:
             raise BadRequest(f"{', '.join(given_read_only)} are set by the server; leave them out")
-        scope = scope_of(request, self.settings)
+        stored = await self.insert(body, scope_of(request, self.settings))
+        location = self.href(stored["id"])
+        return json_response(self.present(stored), 201, {"Location": location, "ETag": etag(1)})
+
+    async def insert(self, body: dict[str, Any], scope: AccessScope, *, resource_id: str | None = None,
+                     session: Any = None) -> dict[str, Any]:
+        """Create a resource with its domain rules, validation and create event: for clients
+        (through ``create``) and for resources the system itself makes. With ``session``, the
+        write joins the caller's transaction (the caller then wakes the dispatcher)."""
         document: dict[str, Any] = normalize_dates(body, self.index.date_time_paths)
-        document["id"] = new_id()
+        document["id"] = resource_id or new_id()
         document.setdefault("@type", self.resource.type_name)
 
         async def write() -> dict[str, Any]:
@@ -191,12 +212,11 @@ class ResourceApi:
                 await self.store.insert(document, scope, session=session, **meta)
                 return document, 1, [created]
 
-            await self._commit(insert, document["id"])
+            await self._commit(insert, document["id"], session)
             return document
 
-        stored = await self._guarded(write)
-        location = self.href(stored["id"])
-        return json_response(self.present(stored), 201, {"Location": location, "ETag": etag(1)})
+        stored: dict[str, Any] = await self._guarded(write)
+        return stored
 
     async def _load(self, resource_id: str, scope: AccessScope) -> dict[str, Any]:
         stored = await self.store.get(resource_id, scope)
@@ -211,12 +231,20 @@ class ResourceApi:
 
     async def patch(self, id: str, body: Any = None) -> Response:
         style = patch_style(request.headers.get("content-type"))
-        if_match = request.headers.get("if-match")
-        scope = scope_of(request, self.settings)
+        result = await self.modify(id, lambda before: apply_patch(style, before, body),
+                                   scope_of(request, self.settings), if_match=request.headers.get("if-match"))
+        return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
+
+    async def modify(self, resource_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
+                     scope: AccessScope, *, if_match: str | None = None, session: Any = None) -> dict[str, Any]:
+        """Apply ``change`` (the resource as clients see it -> the new resource) with optimistic
+        concurrency: re-read and re-apply when someone else wrote first, never losing either
+        update; validate, run the domain rules, and record the change events. Returns the stored
+        document (unchanged, with no event, when ``change`` changes nothing)."""
 
         async def write() -> dict[str, Any]:
             for _attempt in range(PATCH_ATTEMPTS):
-                stored = await self._load(id, scope)
+                stored = await self._load(resource_id, scope)
                 meta = stored[META]
                 if not matches_if_match(if_match, meta["version"]):
                     raise PreconditionFailed(
@@ -224,7 +252,7 @@ class ResourceApi:
                         "GET the resource again and reapply your change"
                     )
                 before = self.present(stored)
-                after = apply_patch(style, before, body)
+                after = change(before)
                 touched = sorted(
                     name for name in {*self.index.read_only, "id", "href"}
                     if after.get(name) != before.get(name)
@@ -240,15 +268,15 @@ class ResourceApi:
                     return stored
                 derived = await self.resource.rules.on_update(self, public(stored), after, scope)
                 replace = self._replacement(after, {**meta, **derived}, changed, scope)
-                result: dict[str, Any] | None = await self._commit(replace, id)
+                result: dict[str, Any] | None = await self._commit(replace, resource_id, session)
                 if result is not None:
                     return result
-                if if_match is not None:
-                    raise PreconditionFailed("the resource changed while the patch was applied; GET it again")
+                if if_match is not None or session is not None:
+                    raise PreconditionFailed("the resource changed while the change was applied; GET it again")
             raise PreconditionFailed("the resource is changing too often to patch; try again")
 
-        result = await self._guarded(write)
-        return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
+        result: dict[str, Any] = await self._guarded(write)
+        return result
 
     def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],
                      scope: AccessScope) -> Callable[[Any], Any]:
