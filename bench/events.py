@@ -2,9 +2,9 @@
 transactional outbox and the dispatcher to 1 and to 20 real HTTP listeners on loopback, against
 the same changes with no subscription at all, measured in the same run.
 
-    python -m bench.events                # full run: 2,000 changes per scenario (about 5 minutes)
-    python -m bench.events --quick        # smoke run: 200 changes per scenario (under a minute)
-    python -m bench.events --changes 1000 --listeners 1,5,20 --concurrency 8 --max-seconds 120
+    python -m bench.events                # full run: at most 1,000 changes and 5,000 deliveries per scenario
+    python -m bench.events --quick        # smoke run: at most 200 changes and 1,000 deliveries per scenario
+    python -m bench.events --changes 1000 --max-deliveries 5000 --listeners 1,5,20 --concurrency 8
 
 See bench/README.md for what each column measures. Prints a markdown table and writes it to
 bench/results/events.md. Numbers only: nothing here passes or fails on timings.
@@ -239,7 +239,8 @@ async def run_scenario(scenario: Scenario, suite_url: str, control: str, callbac
         await listeners.post("/_control/reset")
 
         answered: dict[str, float] = {}
-        creates = options.changes // 2
+        changes = options.changes_for(scenario.listeners)
+        creates = changes // 2
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         began = time.monotonic()
         created = await drive(client, [
@@ -250,7 +251,7 @@ async def run_scenario(scenario: Scenario, suite_url: str, control: str, callbac
         targets = rng.sample(created, len(created))
         await drive(client, [
             (f"p{j}", "PATCH", f"{INVENTORY}/service/{targets[j % len(targets)]}", {"description": f"p{j}"})
-            for j in range(options.changes - creates)
+            for j in range(changes - creates)
         ], options.concurrency, answered, scenario.errors)
         scenario.change_seconds = time.monotonic() - began
         scenario.changes = len(answered)
@@ -302,6 +303,7 @@ async def run_scenario(scenario: Scenario, suite_url: str, control: str, callbac
 @dataclass
 class Options:
     changes: int
+    max_deliveries: int
     listeners: list[int]
     concurrency: int
     max_seconds: float
@@ -309,6 +311,10 @@ class Options:
     seed: int
     output: Path
     quick: bool
+
+    def changes_for(self, listeners: int) -> int:
+        """Every change is delivered to every listener: the delivery budget bounds the changes."""
+        return self.changes if not listeners else max(2, min(self.changes, self.max_deliveries // listeners))
 
 
 def measure(database: EmbeddedDatabase, workdir: Path, options: Options) -> tuple[list[Scenario], list[Scenario]]:
@@ -328,7 +334,8 @@ def measure(database: EmbeddedDatabase, workdir: Path, options: Options) -> tupl
     try:
         for number, scenario in enumerate(plan):
             name = f"events{number}"
-            print(f"measuring {scenario.name} ({options.changes} changes, {options.concurrency} concurrent "
+            print(f"measuring {scenario.name} ({options.changes_for(scenario.listeners)} changes, "
+                  f"{options.concurrency} concurrent "
                   "clients) ...", flush=True)
             suite, url = start_suite(database.uri, name, workdir, env)
             try:
@@ -378,15 +385,16 @@ def report(rows: Sequence[Scenario], baselines: Sequence[Scenario], options: Opt
         f"{started:%Y-%m-%d %H:%M} UTC; {platform.python_implementation()} {platform.python_version()} on "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; embedded database "
         f"(SecantusDB, fresh temporary storage dir, a fresh database and suite process per scenario); "
-        f"{options.changes} changes per scenario with {options.concurrency} concurrent clients; "
+        f"at most {options.changes} changes and {options.max_deliveries} deliveries per scenario, changes "
+        f"made by {options.concurrency} concurrent clients; "
         f"delivery poll {poll}; at most {options.max_seconds:.0f} s per scenario; whole run {elapsed:.0f} s; "
         f"load average {load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         table(rows),
         "",
-        f"- changes: half `POST /service`, then half merge-patch `PATCH /service/{{id}}` of the description "
-        f"(each of the created services once, in random order); one event per change "
-        f"(ServiceCreateEvent, ServiceAttributeValueChangeEvent); every listener subscribed with no query.",
+        "- changes: half `POST /service`, then half merge-patch `PATCH /service/{id}` of the description "
+        "(each of the created services once, in random order); one event per change "
+        "(ServiceCreateEvent, ServiceAttributeValueChangeEvent); every listener subscribed with no query.",
         "- changes/s: changes / time from the first change sent to the last answer. deliveries: distinct "
         "(listener, eventId) that arrived; deliveries/s: deliveries / time from the first change sent to the "
         "last delivery arrived. Delay: from the moment the client got the 201/200 of a change to the arrival "
@@ -398,7 +406,7 @@ def report(rows: Sequence[Scenario], baselines: Sequence[Scenario], options: Opt
         ratio = row.changes_per_second / baseline.changes_per_second if baseline.changes_per_second else float("nan")
         per_change = row.deliveries / row.changes if row.changes else 0
         lines.append(
-            f"- {row.name}: changes/s {ratio:.2f} x the baseline; {per_change:.0f} deliveries per change; "
+            f"- {row.name}: changes/s {ratio:.2f} x the baseline; deliveries per change {per_change:.1f}; "
             f"delay from eventTime p50 {percentile(row.event_time_delays, 0.5):,.0f} ms, "
             f"p99 {percentile(row.event_time_delays, 0.99):,.0f} ms (eventTime has ms precision)"
         )
@@ -421,13 +429,16 @@ def report(rows: Sequence[Scenario], baselines: Sequence[Scenario], options: Opt
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 200 changes and 30 s per scenario (under a minute)")
-    parser.add_argument("--changes", type=int, default=None, help="changes per scenario (default 2000)")
+                        help="smoke run: at most 200 changes, 1000 deliveries and 40 s per scenario")
+    parser.add_argument("--changes", type=int, default=None, help="changes per scenario (default 1000)")
+    parser.add_argument("--max-deliveries", type=int, default=None,
+                        help="a scenario with L listeners makes at most this many / L changes (default 5000)")
     parser.add_argument("--listeners", default="1,20",
                         help="comma-separated listener counts, one scenario each (default 1,20)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients making changes (default 8)")
     parser.add_argument("--max-seconds", type=float, default=None,
-                        help="time limit per scenario, changes and deliveries (default 120)")
+                        help="time limit per scenario, changes and deliveries; a scenario stops waiting "
+                             "for deliveries when reached and says so (default 200)")
     parser.add_argument("--poll-seconds", type=float, default=None,
                         help="SQM_DELIVERY_POLL_SECONDS for the suite (default: the suite's default)")
     parser.add_argument("--seed", type=int, default=1)
@@ -437,16 +448,17 @@ def parse_args(argv: list[str] | None) -> Options:
         listeners = sorted({int(n) for n in args.listeners.split(",") if n.strip()})
     except ValueError:
         parser.error("--listeners takes whole numbers separated by commas, e.g. 1,20")
-    defaults = (200, 30.0) if args.quick else (2000, 120.0)
+    defaults = (200, 1000, 40.0) if args.quick else (1000, 5000, 200.0)
     options = Options(
         changes=args.changes if args.changes is not None else defaults[0],
+        max_deliveries=args.max_deliveries if args.max_deliveries is not None else defaults[1],
         listeners=listeners,
         concurrency=args.concurrency,
-        max_seconds=args.max_seconds if args.max_seconds is not None else defaults[1],
+        max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
         poll_seconds=args.poll_seconds, seed=args.seed, output=args.output, quick=args.quick,
     )
-    if (options.changes < 2 or options.concurrency < 1 or options.max_seconds <= 0 or not listeners
-            or listeners[0] < 1 or listeners[-1] > 200):
+    if (options.changes < 2 or options.max_deliveries < 1 or options.concurrency < 1 or options.max_seconds <= 0
+            or not listeners or listeners[0] < 1 or listeners[-1] > 200):
         parser.error("--changes needs at least 2; --concurrency and --max-seconds must be positive; "
                      "listener counts between 1 and 200")
     return options

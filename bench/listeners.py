@@ -50,7 +50,7 @@ class Recorder:
         listener = int(request.path_params["listener"])
         try:
             event = json.loads(body)
-            resource = next(iter(event.get("event", {}).values()), {})
+            resource: dict[str, Any] = next(iter(event.get("event", {}).values()), {})
             self.records.append([listener, arrived, wall, event.get("eventId"), event.get("eventType"),
                                  event.get("eventTime"), resource.get("id"), resource.get("description")])
         except (ValueError, AttributeError, StopIteration):

@@ -105,6 +105,9 @@ def serve(args: argparse.Namespace) -> int:
     _stop_cleanly_on_sigterm()
     try:
         os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
+        # All services run in this process: the SLA service checks covered services against
+        # this very inventory, through its public API.
+        os.environ.setdefault("SQM_INVENTORY_URL", f"{os.environ['SQM_PUBLIC_URL']}/tmf-api/serviceInventory/v4")
         settings = Settings.from_env()
         configure_logging(settings.log_level)
         _check_port(host, port)

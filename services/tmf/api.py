@@ -8,9 +8,10 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from .repository.events import EventStore
 from .resource import Handler, ResourceApi, ResourceType
 from .settings import Settings
 from .spec import load_document
+from .validation import VALIDATORS
 
 log = structlog.get_logger("tmf.api")
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -53,6 +55,8 @@ class ApiDeclaration:
     extra_handlers: Callable[[ApiContext], dict[str, Handler]] | None = None
     has_hub: bool = True
     consumes: tuple[Consumption, ...] = ()
+    # Background work for as long as the app runs (e.g. closing SLA periods).
+    tasks: tuple[Callable[[ApiContext], Coroutine[Any, Any, None]], ...] = ()
 
 
 @dataclass
@@ -65,6 +69,8 @@ class ApiContext:
     document: dict[str, Any]
     database: AsyncDatabase[dict[str, Any]] | None = None
     resource_apis: dict[str, ResourceApi] = field(default_factory=dict)
+    # The time, injectable so that tests can run a month in seconds.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     listeners: list[ListenerApi] = field(default_factory=list)
     _stores: dict[str, ResourceStore] = field(default_factory=dict)
     _events: EventStore | None = None
@@ -146,13 +152,16 @@ def _allowed_methods(
     return allowed
 
 
-def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncApp:
+def build_app(declarations: list[ApiDeclaration], settings: Settings,
+              clock: Callable[[], datetime] | None = None) -> AsyncApp:
     """One ASGI app serving every declared API on the configured MongoDB."""
     contexts: list[ApiContext] = []
     built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
     for declaration in declarations:
         context = ApiContext(declaration.name, declaration.base_path, settings,
                              load_document(declaration.document, with_hub=declaration.has_hub))
+        if clock is not None:
+            context.clock = clock
         contexts.append(context)
         built.append((declaration, context, _handlers(declaration, context)))
     state: dict[str, Any] = {}
@@ -165,7 +174,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
         state["database"] = database
         events = EventStore(database)
         dispatcher = Dispatcher(events, settings)
-        subscribing: list[asyncio.Task[str | None]] = []
+        subscribing: list[asyncio.Task[Any]] = []
         try:
             await events.ensure_indexes()
             for declaration, context, _ in built:
@@ -177,6 +186,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
             log.info("connected", database=settings.database, apis=[c.name for c in contexts])
             dispatcher.start()
             subscribing += [asyncio.create_task(listener.subscribe()) for c in contexts for listener in c.listeners]
+            subscribing += [asyncio.create_task(task(context)) for declaration, context, _ in built
+                            for task in declaration.tasks]
             yield
         finally:
             for task in subscribing:
@@ -189,7 +200,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings) -> AsyncAp
     app = AsyncApp(__name__, lifespan=lifespan)
     for declaration, context, handlers in built:
         app.add_api(context.document, base_path=declaration.base_path,
-                    resolver=_resolver(handlers, declaration.name), name=declaration.name)
+                    resolver=_resolver(handlers, declaration.name), name=declaration.name,
+                    validator_map=VALIDATORS)
 
     async def health(request: Request) -> JSONResponse:
         database = state.get("database")

@@ -80,6 +80,10 @@ class Settings:
     delivery_concurrency: int = 64
     delivery_per_subscription: int = 8
     delivery_poll_seconds: float = 0.5
+    # SLA management.
+    inventory_url: str = ""
+    sla_close_interval_seconds: float = 60.0
+    measurement_future_skew_seconds: int = 300
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -107,6 +111,10 @@ class Settings:
             delivery_concurrency=_int("SQM_DELIVERY_CONCURRENCY", cls.delivery_concurrency, 1),
             delivery_per_subscription=_int("SQM_DELIVERY_PER_SUBSCRIPTION", cls.delivery_per_subscription, 1),
             delivery_poll_seconds=_float("SQM_DELIVERY_POLL_SECONDS", cls.delivery_poll_seconds, 0.01),
+            inventory_url=os.environ.get("SQM_INVENTORY_URL", "").rstrip("/"),
+            sla_close_interval_seconds=_float("SQM_SLA_CLOSE_INTERVAL_SECONDS", cls.sla_close_interval_seconds, 0.05),
+            measurement_future_skew_seconds=_int("SQM_MEASUREMENT_FUTURE_SKEW_SECONDS",
+                                                 cls.measurement_future_skew_seconds, 0),
         )
         settings = replace(base, **overrides)
         settings.check()

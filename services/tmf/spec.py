@@ -12,11 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, validators
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 SPEC_URI = "urn:tmf-sqm:api"
+
+
+def _nullable(check: Any) -> Any:
+    """OAS 3.0 ``nullable: true`` lets null through where JSON Schema alone would not."""
+
+    def validate(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Any:
+        if instance is None and schema.get("nullable") is True:
+            return None
+        return check(validator, value, instance, schema)
+
+    return validate
+
+
+OpenApiValidator = validators.extend(Draft7Validator, {
+    "type": _nullable(Draft7Validator.VALIDATORS["type"]),
+    "enum": _nullable(Draft7Validator.VALIDATORS["enum"]),
+})
 COMMON_DOCUMENT = "common.yaml"
 
 
@@ -147,11 +164,11 @@ class SchemaIndex:
         return frozenset(found)
 
     @cached_property
-    def validator(self) -> Draft7Validator:
+    def validator(self) -> Any:
         registry: Registry[Any] = Registry().with_resource(
             SPEC_URI, Resource.from_contents(self.document, default_specification=DRAFT7)
         )
-        return Draft7Validator(
+        return OpenApiValidator(
             {"$ref": f"{SPEC_URI}#/components/schemas/{self.schema_name}"}, registry=registry,
             format_checker=Draft7Validator.FORMAT_CHECKER,
         )

@@ -141,6 +141,10 @@ class ResourceStore:
             return_document=ReturnDocument.AFTER, session=session,
         )
 
+    async def set_meta(self, resource_id: str, key: str, value: Any) -> None:
+        """Bookkeeping beside a resource that is not part of it (no new version, no event)."""
+        await self.collection.update_one({"_id": resource_id}, {"$set": {f"{META}.{key}": value}})
+
     async def delete(self, resource_id: str, scope: AccessScope, *,
                      session: AsyncClientSession | None = None) -> dict[str, Any] | None:
         return await self.collection.find_one_and_delete(scope.restrict({"_id": resource_id}), session=session)

@@ -1,0 +1,104 @@
+"""TMF623 SLA Management: SLAs, measurements, evaluation over calendar periods, violations,
+rebates in money and settlement statements."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from connexion import request
+from pymongo import ASCENDING, IndexModel
+from starlette.responses import Response
+
+from services.tmf.api import ApiContext, ApiDeclaration
+from services.tmf.errors import BadRequest, Conflict, NotFound
+from services.tmf.repository import public
+from services.tmf.resource import Handler, ResourceType, json_response
+from services.tmf.scope import scope_of
+
+from .evaluate import Closer, parse_time
+from .evaluation import METRICS, Period
+from .measurements import Intake
+from .rules import SlaRules
+
+log = structlog.get_logger("sla")
+MAX_EVALUATION_DAYS = 400
+
+SLA = ResourceType(
+    name="sla", type_name="ServiceLevelAgreement", event_prefix="SLA", rules=SlaRules(),
+    indexes=(IndexModel([("_meta.services", ASCENDING)]), IndexModel([("relatedParty.id", ASCENDING)])),
+)
+VIOLATION = ResourceType(
+    name="slaViolation", type_name="SLAViolation",
+    indexes=(IndexModel([("sla.id", ASCENDING), ("period.startDateTime", ASCENDING)]),),
+)
+EVALUATION = ResourceType(name="slaEvaluation", type_name="SLAEvaluation",
+                          indexes=(IndexModel([("sla.id", ASCENDING)]),))
+REBATE = ResourceType(
+    name="rebate", type_name="Rebate",
+    indexes=(IndexModel([("sla.id", ASCENDING)]), IndexModel([("period.startDateTime", ASCENDING)]),
+             IndexModel([("payer.id", ASCENDING)]), IndexModel([("payee.id", ASCENDING)])),
+)
+STATEMENT = ResourceType(name="settlementStatement", type_name="SettlementStatement",
+                         indexes=(IndexModel([("party.id", ASCENDING)]),))
+
+
+def sla_handlers(context: ApiContext) -> dict[str, Handler]:
+    async def take_measurements(body: Any = None) -> Response:
+        return json_response(await Intake(context).take(body), 201)
+
+    async def list_metrics() -> Response:
+        return json_response([
+            {"name": m.name, "unit": m.unit, "description": m.description, "aggregation": m.aggregation,
+             "higherIsBetter": m.higher_is_better} for m in METRICS.values()])
+
+    async def evaluate(body: Any = None) -> Response:
+        body = body or {}
+        scope = scope_of(request, context.settings)
+        sla_id = str((body.get("sla") or {}).get("id", ""))
+        stored = await context.resource_apis["sla"].store.get(sla_id, scope)
+        if stored is None:
+            raise NotFound(f"no ServiceLevelAgreement with id '{sla_id}'")
+        period_body = body.get("period") or {}
+        period = Period(parse_time(str(period_body.get("startDateTime", ""))),
+                        parse_time(str(period_body.get("endDateTime", ""))))
+        if period.end <= period.start:
+            raise BadRequest("period.endDateTime must be after period.startDateTime")
+        if period.end - period.start > timedelta(days=MAX_EVALUATION_DAYS):
+            raise BadRequest(f"a period spans at most {MAX_EVALUATION_DAYS} days")
+        close = bool(body.get("close", False))
+        if close and period.end > context.clock():
+            raise Conflict("the period has not ended yet; evaluate it without close to see where it stands")
+        evaluation = await Closer(context).evaluate(public(stored), period, close)
+        presented = context.resource_apis["slaEvaluation"].present(evaluation)
+        return json_response(presented, 201, {"Location": presented["href"]})
+
+    return {"createMeasurement": take_measurements, "listMetric": list_metrics, "createSLAEvaluation": evaluate}
+
+
+async def close_periods(context: ApiContext) -> None:
+    """Close SLA periods as they end, for as long as the service runs."""
+    while True:
+        try:
+            closed = await Closer(context).close_due()
+            if closed:
+                log.info("periods closed", count=closed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next round tries again; a close is idempotent
+            log.exception("closing periods failed")
+        await asyncio.sleep(context.settings.sla_close_interval_seconds)
+
+
+API = ApiDeclaration(
+    name="slaManagement",
+    document="slaManagement.yaml",
+    base_path="/tmf-api/slaManagement/v4",
+    resources=(SLA, VIOLATION, EVALUATION, REBATE, STATEMENT),
+    extra_handlers=sla_handlers,
+    tasks=(close_periods,),
+)
+
+__all__ = ["API"]

@@ -1,0 +1,338 @@
+"""Evaluating an SLA over a period, and closing the period: violations, the rebate, and the
+settlement statements of the parties involved.
+
+Closing is idempotent: every object it makes has an id derived from (SLA, period), so closing
+twice, or resuming a close that stopped half-way, gives the same result and creates nothing
+twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from services.tmf.errors import Conflict
+from services.tmf.query import normalize_date_time
+from services.tmf.repository import META, OPERATOR, public
+
+from .evaluation import (
+    METRICS,
+    BusinessHours,
+    Period,
+    RuleResult,
+    Sample,
+    Window,
+    compute_rebate,
+    evaluate_rule,
+    period_containing,
+)
+from .repository import MeasurementStore
+from .rules import covered_services, rules_of
+
+if TYPE_CHECKING:
+    from services.tmf.api import ApiContext
+    from services.tmf.resource import ResourceApi
+
+CENT = Decimal("0.01")
+PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
+CONSUMER_ROLES = {"slaconsumer", "consumer", "customer"}
+
+
+def stable_id(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def violation_id(sla_id: str, rule_id: str, period: Period) -> str:
+    return stable_id("violation", sla_id, rule_id, text(period.start), text(period.end))
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(normalize_date_time(text).replace("Z", "+00:00"))
+
+
+def text(instant: datetime) -> str:
+    return normalize_date_time(instant.isoformat())
+
+
+def money(amount: Decimal, unit: str) -> dict[str, Any]:
+    return {"unit": unit, "value": float(amount.quantize(CENT))}
+
+
+def period_body(period: Period) -> dict[str, str]:
+    return {"startDateTime": text(period.start), "endDateTime": text(period.end)}
+
+
+def period_kind(sla: dict[str, Any]) -> tuple[str, str]:
+    settings = sla.get("evaluationPeriod") or {}
+    return settings.get("kind", "month"), settings.get("timeZone") or "UTC"
+
+
+def windows_of(sla: dict[str, Any]) -> list[Window]:
+    return [Window(parse_time(w["validFor"]["startDateTime"]), parse_time(w["validFor"]["endDateTime"]),
+                   w.get("reason")) for w in sla.get("maintenanceWindow") or []]
+
+
+def business_hours_of(sla: dict[str, Any]) -> BusinessHours | None:
+    hours = sla.get("businessHours")
+    if not hours:
+        return None
+    start = datetime.strptime(hours.get("startTime", "00:00"), "%H:%M").time()
+    end = (datetime.strptime(hours["endTime"], "%H:%M").time() if hours.get("endTime")
+           else time.max)  # until midnight
+    days = frozenset(hours.get("dayOfWeek") or range(1, 8))
+    return BusinessHours(days, start, end, period_kind(sla)[1])
+
+
+def party(sla: dict[str, Any], roles: set[str]) -> dict[str, Any] | None:
+    return next((p for p in sla.get("relatedParty") or [] if str(p.get("role", "")).lower() in roles), None)
+
+
+def _rank(result: RuleResult) -> tuple[int, Decimal]:
+    """Lower ranks are worse: violated before met before no data, then by how far off."""
+    if result.met is None or result.actual is None:
+        return (2, Decimal(0))
+    higher_is_better = METRICS[result.rule.metric].higher_is_better
+    return (1 if result.met else 0, result.actual if higher_is_better else -result.actual)
+
+
+async def load_samples(store: MeasurementStore, services: list[str], metrics: list[str],
+                       period: Period) -> dict[tuple[str, str], list[Sample]]:
+    rows = await store.samples(services, metrics, int(period.start.timestamp()), int(period.end.timestamp()))
+    samples = {}
+    for key, found in rows.items():
+        # A batch sent twice stores its samples twice; one instant counts once (the last sent).
+        latest = {at: (value, interval) for at, value, interval in found}
+        samples[key] = [Sample(datetime.fromtimestamp(at / 1000, UTC), value, interval)
+                        for at, (value, interval) in sorted(latest.items())]
+    return samples
+
+
+def evaluate_rules(sla: dict[str, Any], period: Period,
+                   samples: dict[tuple[str, str], list[Sample]]) -> list[RuleResult]:
+    """Each rule per covered service; with several services the worst result counts."""
+    windows = windows_of(sla)
+    hours = business_hours_of(sla)
+    services = covered_services(sla) or [""]
+    results = []
+    for rule in rules_of(sla):
+        per_service = [evaluate_rule(rule, period, samples.get((s, rule.metric), []), windows, hours)
+                       for s in services]
+        results.append(min(per_service, key=_rank))
+    return results
+
+
+def result_body(result: RuleResult) -> dict[str, Any]:
+    rule = result.rule
+    return {
+        "rule": rule.id, "metric": rule.metric, "unit": rule.unit or METRICS[rule.metric].unit,
+        "operator": rule.operator, "referenceValue": float(rule.reference), "tolerance": float(rule.tolerance),
+        "actualValue": None if result.actual is None else float(result.actual), "met": result.met,
+        "sampleCount": result.sample_count, "evaluatedSeconds": result.evaluated_seconds,
+        "excludedSeconds": result.excluded_seconds, "missingSeconds": result.missing_seconds,
+        "exclusion": [{"reason": e.reason, "start": text(e.start), "end": text(e.end), "seconds": e.seconds}
+                      for e in result.exclusions],
+        "rebatePercent": float(result.rebate_percent),
+    }
+
+
+class Closer:
+    """Evaluations, violations, rebates and statements of one SLA API."""
+
+    def __init__(self, context: ApiContext) -> None:
+        self.context = context
+        self.measurements = MeasurementStore(context.db)
+
+    def api(self, name: str) -> ResourceApi:
+        return self.context.resource_apis[name]
+
+    def sla_ref(self, sla: dict[str, Any]) -> dict[str, Any]:
+        ref = {"id": sla["id"], "href": self.api("sla").href(sla["id"])}
+        if sla.get("name"):
+            ref["name"] = sla["name"]
+        return ref
+
+    async def evaluate(self, sla: dict[str, Any], period: Period, close: bool) -> dict[str, Any]:
+        """Evaluate ``sla`` over ``period``; with ``close``, also settle the period (once)."""
+        evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))
+        evaluations = self.api("slaEvaluation")
+        if close:
+            existing = await evaluations.store.get(evaluation_id, OPERATOR)
+            if existing is not None:
+                return existing
+        rules = rules_of(sla)
+        samples = await load_samples(self.measurements, covered_services(sla), sorted({r.metric for r in rules}),
+                                     period)
+        results = evaluate_rules(sla, period, samples)
+        document: dict[str, Any] = {
+            "sla": self.sla_ref(sla), "period": period_body(period), "close": close,
+            "state": "closed" if close else "open", "evaluatedAt": text(self.context.clock()),
+            "ruleResult": [result_body(r) for r in results], "violation": [], "@type": "SLAEvaluation",
+        }
+        if close:
+            violations = [await self.record_violation(sla, period, r, final=True) for r in results if r.met is False]
+            document["violation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
+                                     for v in violations]
+            rebate = await self.record_rebate(sla, period, results, evaluation_id, document["violation"])
+            if rebate is not None:
+                document["rebate"] = {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"]),
+                                      "amount": rebate["amount"]}
+                await self.update_statements(rebate)
+        try:
+            stored = await evaluations.insert(document, OPERATOR, resource_id=evaluation_id if close else None)
+        except Conflict:
+            # Another process closed the same period at the same moment; its result is the same.
+            again = await evaluations.store.get(evaluation_id, OPERATOR)
+            assert again is not None
+            return again
+        return stored
+
+    async def record_violation(self, sla: dict[str, Any], period: Period, result: RuleResult,
+                               final: bool) -> dict[str, Any]:
+        rule = result.rule
+        identity = violation_id(sla["id"], rule.id, period)
+        actual = None if result.actual is None else float(result.actual)
+        raw_rule: dict[str, Any] = next((r for r in sla.get("rule") or [] if str(r.get("id")) == rule.id), {})
+        body: dict[str, Any] = {
+            "date": text(self.context.clock()), "sla": self.sla_ref(sla), "period": period_body(period),
+            "status": "final" if final else "provisional",
+            "relatedParty": sla.get("relatedParty") or [],
+            "relatedEntity": [{"id": s, "role": "coveredService", "@referredType": "Service"}
+                              for s in covered_services(sla)],
+            "violation": {
+                "rule": {"id": rule.id, "href": f"{self.api('sla').href(sla['id'])}#rule-{rule.id}",
+                         "description": f"{rule.metric} {rule.operator} {rule.reference}"},
+                "metric": rule.metric, "unit": rule.unit or METRICS[rule.metric].unit,
+                "referenceValue": float(rule.reference), "operator": rule.operator,
+                "tolerance": float(rule.tolerance),
+                "comment": ("confirmed at period close" if final
+                            else "the rule can no longer be met in this period; final value at close"),
+            },
+            "@type": "SLAViolation",
+        }
+        if actual is not None:
+            body["violation"]["actualValue"] = actual
+            body["violation"]["violationAverage"] = actual
+        if raw_rule.get("consequence"):
+            body["violation"]["consequence"] = raw_rule["consequence"]
+        violations = self.api("slaViolation")
+        existing = await violations.store.get(identity, OPERATOR)
+        if existing is None:
+            try:
+                return await violations.insert(body, OPERATOR, resource_id=identity)
+            except Conflict:
+                existing = await violations.store.get(identity, OPERATOR)
+                assert existing is not None
+        if not final:
+            return existing
+
+        def finalise(before: dict[str, Any]) -> dict[str, Any]:
+            return {**before, **{k: v for k, v in body.items() if k != "date"}}
+
+        return await violations.modify(identity, finalise, OPERATOR)
+
+    async def record_rebate(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
+                            evaluation_id: str, violations: list[dict[str, Any]]) -> dict[str, Any] | None:
+        charge = sla.get("charge")
+        if not charge or not violations:
+            return None
+        currency = charge["unit"]
+        cap = sla.get("rebateCap", {}).get("percent")
+        computed = compute_rebate(Decimal(str(charge["value"])), results,
+                                  None if cap is None else Decimal(str(cap)))
+        if computed.amount <= 0:
+            return None
+        rebate_id = stable_id("rebate", sla["id"], text(period.start), text(period.end))
+        rebates = self.api("rebate")
+        existing = await rebates.store.get(rebate_id, OPERATOR)
+        if existing is not None:
+            return existing
+        body: dict[str, Any] = {
+            "sla": self.sla_ref(sla), "period": period_body(period),
+            "charge": money(Decimal(str(charge["value"])), currency), "amount": money(computed.amount, currency),
+            "capped": computed.capped,
+            "line": [{"rule": line.rule_id, "description": line.description, "percent": float(line.percent),
+                      "amount": money(line.amount, currency)} for line in computed.lines],
+            "evaluation": {"id": evaluation_id, "href": self.api("slaEvaluation").href(evaluation_id)},
+            "violation": violations, "@type": "Rebate",
+        }
+        for key, roles in (("payer", PROVIDER_ROLES), ("payee", CONSUMER_ROLES)):
+            found = party(sla, roles)
+            if found is not None:
+                body[key] = found
+        try:
+            return await rebates.insert(body, OPERATOR, resource_id=rebate_id)
+        except Conflict:
+            return await rebates.store.get(rebate_id, OPERATOR)
+
+    async def update_statements(self, rebate: dict[str, Any]) -> None:
+        for role in ("payer", "payee"):
+            who = rebate.get(role)
+            if who and who.get("id"):
+                await self.statement(who, rebate["period"], rebate["amount"]["unit"])
+
+    async def statement(self, who: dict[str, Any], period: dict[str, str], currency: str) -> dict[str, Any]:
+        """Recompute one party's statement for a period from every rebate it pays or receives."""
+        rebates = await self.api("rebate").store.find(
+            {"period.startDateTime": period["startDateTime"], "period.endDateTime": period["endDateTime"],
+             "amount.unit": currency, "$or": [{"payer.id": who["id"]}, {"payee.id": who["id"]}]},
+            OPERATOR, sort=[("id", 1)])
+        owed = owed_to = Decimal(0)
+        lines = []
+        for rebate in rebates:
+            amount = Decimal(str(rebate["amount"]["value"]))
+            payable = (rebate.get("payer") or {}).get("id") == who["id"]
+            counterparty = rebate.get("payee" if payable else "payer")
+            if payable:
+                owed += amount
+            else:
+                owed_to += amount
+            other = (counterparty or {}).get("name") or (counterparty or {}).get("id") or "an unnamed party"
+            what = f"rebate owed to {other}" if payable else f"credit due from {other}"
+            line = {"rebate": {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"])},
+                    "sla": rebate["sla"], "direction": "payable" if payable else "receivable",
+                    "amount": rebate["amount"],
+                    "description": f"{what} for {rebate['sla'].get('name') or rebate['sla']['id']}"}
+            if counterparty:
+                line["counterparty"] = counterparty
+            lines.append(line)
+        body: dict[str, Any] = {
+            "party": who, "period": period, "currency": currency, "owed": money(owed, currency),
+            "owedTo": money(owed_to, currency), "net": money(owed_to - owed, currency), "line": lines,
+            "@type": "SettlementStatement",
+        }
+        statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
+        statements = self.api("settlementStatement")
+        if await statements.store.get(statement_id, OPERATOR) is None:
+            try:
+                return await statements.insert(body, OPERATOR, resource_id=statement_id)
+            except Conflict:
+                pass
+        return await statements.modify(statement_id, lambda before: {**before, **body}, OPERATOR)
+
+    async def close_due(self) -> int:
+        """Close every period that has ended, for every SLA with an evaluation period; returns
+        how many were closed. An SLA's first period is the one it was created in (or its
+        validFor start, if later): earlier periods are for slaEvaluation tasks to rerun."""
+        now = self.context.clock()
+        slas = self.api("sla")
+        closed = 0
+        for stored in await slas.store.find_internal({"evaluationPeriod": {"$exists": True}}, OPERATOR, {}):
+            meta = stored.get(META, {})
+            sla = public(stored)
+            kind, zone = period_kind(sla)
+            starts = [(sla.get("validFor") or {}).get("startDateTime"), meta.get("created")]
+            anchor = meta.get("closedThrough") or max((s for s in starts if s), default=None)
+            if anchor is None:
+                continue
+            period = period_containing(parse_time(anchor), kind, zone)
+            valid_until = (sla.get("validFor") or {}).get("endDateTime")
+            for _ in range(100):
+                if period.end > now or (valid_until and text(period.start) >= valid_until):
+                    break
+                await self.evaluate(sla, period, close=True)
+                await slas.store.set_meta(sla["id"], "closedThrough", text(period.end))
+                closed += 1
+                period = period_containing(period.end, kind, zone)
+        return closed
