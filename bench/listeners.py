@@ -8,8 +8,8 @@ The process binds its ports itself and prints one JSON line on stdout,
 ``{"control": URL, "listeners": [URL, ...]}``; each listener URL is a callback to subscribe
 with (events arrive at ``<callback>/listener/<eventName>``). The control URL serves:
 
-- ``GET  /_control/wait?count=N&timeout=S``: answers once N POSTs arrived in all, or after S
-  seconds, with ``{"received": n}``;
+- ``GET  /_control/wait?count=N&timeout=S``: answers once N distinct events (listener and
+  eventId) arrived in all, or after S seconds, with ``{"received": n}``;
 - ``GET  /_control/records``: every POST so far, one row each: ``[listener, arrival monotonic
   seconds, arrival Unix seconds, eventId, eventType, eventTime, resource id, description]``
   (``time.monotonic()`` is the system-wide CLOCK_MONOTONIC on Linux, so the benchmark process
@@ -42,6 +42,7 @@ HOST = "127.0.0.1"
 class Recorder:
     def __init__(self) -> None:
         self.records: list[list[Any]] = []
+        self.distinct: set[tuple[int, Any]] = set()
         self._changed = asyncio.Event()
 
     async def receive(self, request: Request) -> Response:
@@ -55,26 +56,28 @@ class Recorder:
                                  event.get("eventTime"), resource.get("id"), resource.get("description")])
         except (ValueError, AttributeError, StopIteration):
             self.records.append([listener, arrived, wall, None, None, None, None, None])
+        self.distinct.add((listener, self.records[-1][3]))
         self._changed.set()
         return Response(status_code=201)
 
     async def wait(self, request: Request) -> Response:
         count = int(request.query_params.get("count", "0"))
         deadline = time.monotonic() + float(request.query_params.get("timeout", "1"))
-        while len(self.records) < count:
+        while len(self.distinct) < count:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-        return JSONResponse({"received": len(self.records)})
+        return JSONResponse({"received": len(self.distinct)})
 
     async def dump(self, request: Request) -> Response:
         return JSONResponse(self.records)
 
     async def reset(self, request: Request) -> Response:
         self.records = []
+        self.distinct = set()
         return JSONResponse({"received": 0})
 
 

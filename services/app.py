@@ -7,11 +7,11 @@ from datetime import datetime
 
 from connexion import AsyncApp
 
-from services import inventory, sla
+from services import inventory, problem, sla
 from services.tmf.api import ApiDeclaration, build_app
 from services.tmf.settings import Settings
 
-APIS: list[ApiDeclaration] = [inventory.API, sla.API]
+APIS: list[ApiDeclaration] = [inventory.API, sla.API, problem.ALARM_API, problem.PROBLEM_API]
 
 
 def create_app(settings: Settings | None = None, clock: Callable[[], datetime] | None = None) -> AsyncApp:

@@ -105,9 +105,13 @@ def serve(args: argparse.Namespace) -> int:
     _stop_cleanly_on_sigterm()
     try:
         os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
-        # All services run in this process: the SLA service checks covered services against
-        # this very inventory, through its public API.
-        os.environ.setdefault("SQM_INVENTORY_URL", f"{os.environ['SQM_PUBLIC_URL']}/tmf-api/serviceInventory/v4")
+        # All services run in this process and cooperate through their public APIs: the SLA
+        # service checks covered services against this inventory, and the problem service
+        # subscribes to this process's alarm and SLA hubs.
+        public = os.environ["SQM_PUBLIC_URL"]
+        os.environ.setdefault("SQM_INVENTORY_URL", f"{public}/tmf-api/serviceInventory/v4")
+        os.environ.setdefault("SQM_ALARM_HUB_URL", f"{public}/tmf-api/alarmManagement/v4")
+        os.environ.setdefault("SQM_SLA_HUB_URL", f"{public}/tmf-api/slaManagement/v4")
         settings = Settings.from_env()
         configure_logging(settings.log_level)
         _check_port(host, port)

@@ -34,7 +34,7 @@ class ServiceRules(ResourceRules):
         return (await self._checked_references(api, document, scope)).meta()
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope) -> dict[str, Any]:
+                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
         refs = await self._checked_references(api, after, scope)
         if refs.services:
             cycle = await find_cycle(api, after["id"], sorted(refs.services), OPERATOR)

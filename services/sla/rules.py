@@ -139,7 +139,7 @@ class SlaRules(ResourceRules):
             raise Conflict("rebates were computed under this SLA; it stays for the record (end it with validFor)")
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope) -> dict[str, Any]:
+                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
         check_sla(after)
         old_currency = (before.get("charge") or {}).get("unit")
         new_currency = (after.get("charge") or {}).get("unit")

@@ -55,6 +55,8 @@ class ApiDeclaration:
     extra_handlers: Callable[[ApiContext], dict[str, Handler]] | None = None
     has_hub: bool = True
     consumes: tuple[Consumption, ...] = ()
+    # payload key -> resource name of a read-only record of every event about it.
+    event_records: tuple[tuple[str, str], ...] = ()
     # Background work for as long as the app runs (e.g. closing SLA periods).
     tasks: tuple[Callable[[ApiContext], Coroutine[Any, Any, None]], ...] = ()
 
@@ -98,10 +100,12 @@ class ApiContext:
             raise RuntimeError("the database is not connected yet")
         return self._outbox
 
-    def connect(self, database: AsyncDatabase[dict[str, Any]], events: EventStore, dispatcher: Dispatcher) -> None:
+    def connect(self, database: AsyncDatabase[dict[str, Any]], events: EventStore, dispatcher: Dispatcher,
+                records: dict[str, str]) -> None:
         self.database = database
         self._events = events
-        self._outbox = Outbox(self.name, events, self.settings.regex_max_length, on_commit=dispatcher.wake)
+        self._outbox = Outbox(self.name, events, self.settings.regex_max_length, on_commit=dispatcher.wake,
+                              records=records)
 
     def store(self, name: str) -> ResourceStore:
         if name not in self._stores:
@@ -178,7 +182,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
         try:
             await events.ensure_indexes()
             for declaration, context, _ in built:
-                context.connect(database, events, dispatcher)
+                context.connect(database, events, dispatcher, dict(declaration.event_records))
                 for resource in declaration.resources:
                     await context.store(resource.name).ensure_indexes(resource.indexes)
                 if declaration.has_hub:

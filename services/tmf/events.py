@@ -41,8 +41,11 @@ def event_type(type_name: str, kind: str) -> str:
 
 
 def listener_path(name: str) -> str:
-    """``ServiceStateChangeEvent`` is delivered to ``/listener/serviceStateChangeEvent``."""
-    return f"/listener/{name[0].lower()}{name[1:]}"
+    """``ServiceStateChangeEvent`` is delivered to ``/listener/serviceStateChangeEvent``, and a
+    leading acronym is lowered whole: ``SLAViolationCreateEvent`` to ``slaViolationCreateEvent``."""
+    capitals = len(name) - len(name.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    lowered = capitals - 1 if 1 < capitals < len(name) else max(capitals, 1)
+    return f"/listener/{name[:lowered].lower()}{name[lowered:]}"
 
 
 def envelope(*, api: str, payload_key: str, type_name: str, kind: str, resource: dict[str, Any],
@@ -60,8 +63,7 @@ def envelope(*, api: str, payload_key: str, type_name: str, kind: str, resource:
         "correlationId": structlog.contextvars.get_contextvars().get("request_id"),
         "domain": api,
         "title": f"{type_name} {words}",
-        "description": f"{type_name} {resource.get('id')} {words}"
-                       + (f" (state {resource['state']})" if kind == STATE_CHANGE and "state" in resource else ""),
+        "description": f"{type_name} {resource.get('id')} {words}",
         "priority": "normal",
         "event": {payload_key: resource},
     }

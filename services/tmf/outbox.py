@@ -10,17 +10,21 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from .errors import TmfError
 from .events import EventFilter
+from .repository import META
 from .repository.events import EventStore
 from .spec import SchemaIndex
 
 
 class Outbox:
     def __init__(self, api: str, store: EventStore, regex_max_length: int,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None, records: dict[str, str] | None = None) -> None:
         self.api = api
         self.store = store
         self.regex_max_length = regex_max_length
         self.on_commit = on_commit
+        # payload key -> collection keeping a readable record of each event about it (TMF656's
+        # serviceProblemEventRecord).
+        self.records = records or {}
         self._filters: dict[tuple[str, str, str], EventFilter | None] = {}
 
     def event_filter(self, query: str | None, payload_key: str, index: SchemaIndex) -> EventFilter | None:
@@ -41,12 +45,20 @@ class Outbox:
         recipients = []
         for event in events:
             matching = []
+            parties = {p.get("id") for p in event["event"][payload_key].get("relatedParty") or []
+                       if isinstance(p, dict)}
             for subscription in subscriptions:
+                owner = subscription.get(META, {}).get("owner")
+                if owner is not None and owner not in parties:
+                    # A partner's subscription only hears about what that partner may see.
+                    continue
                 event_filter = self.event_filter(subscription.get("query"), payload_key, index)
                 if event_filter is not None and event_filter.matches(event):
                     matching.append(subscription["_id"])
             recipients.append(matching)
         await self.store.record(self.api, resource_id, version, events, recipients, session)
+        if payload_key in self.records:
+            await self.store.keep_records(self.records[payload_key], payload_key, events, session)
 
     def committed(self) -> None:
         if self.on_commit is not None:

@@ -43,7 +43,7 @@ class ResourceRules:
         return {}
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope) -> dict[str, Any]:
+                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
         return {}
 
     async def on_delete(self, api: ResourceApi, stored: dict[str, Any], scope: AccessScope) -> None:
@@ -64,6 +64,11 @@ class ResourceType:
     serialize_writes: bool = False
     # Events are named after this (``SLACreateEvent`` for ``ServiceLevelAgreement``).
     event_prefix: str | None = None
+    # The attribute whose change is a StateChangeEvent.
+    state_attribute: str = "state"
+    # Task records (e.g. a problemGroup) are kept but announce nothing: the resources they
+    # change do.
+    emits_events: bool = True
 
     @property
     def event_name(self) -> str:
@@ -143,7 +148,7 @@ class ResourceApi:
 
         async def transaction(session: Any) -> Any:
             stored, version, events = await body(session)
-            if stored is not None and events:
+            if stored is not None and events and self.resource.emits_events:
                 await outbox.record(session, payload_key=self.resource.name, index=self.index,
                                     resource_id=resource_id, version=version, events=events)
             return stored
@@ -236,11 +241,13 @@ class ResourceApi:
         return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
 
     async def modify(self, resource_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
-                     scope: AccessScope, *, if_match: str | None = None, session: Any = None) -> dict[str, Any]:
+                     scope: AccessScope, *, if_match: str | None = None, session: Any = None,
+                     system: bool = False) -> dict[str, Any]:
         """Apply ``change`` (the resource as clients see it -> the new resource) with optimistic
         concurrency: re-read and re-apply when someone else wrote first, never losing either
         update; validate, run the domain rules, and record the change events. Returns the stored
-        document (unchanged, with no event, when ``change`` changes nothing)."""
+        document (unchanged, with no event, when ``change`` changes nothing). ``system`` changes
+        may set read-only attributes (other than id and href)."""
 
         async def write() -> dict[str, Any]:
             for _attempt in range(PATCH_ATTEMPTS):
@@ -253,10 +260,8 @@ class ResourceApi:
                     )
                 before = self.present(stored)
                 after = change(before)
-                touched = sorted(
-                    name for name in {*self.index.read_only, "id", "href"}
-                    if after.get(name) != before.get(name)
-                )
+                guarded = {"id", "href"} if system else {*self.index.read_only, "id", "href"}
+                touched = sorted(name for name in guarded if after.get(name) != before.get(name))
                 if touched:
                     raise BadRequest(f"{', '.join(touched)} cannot be changed")
                 check_keys(after)
@@ -266,7 +271,7 @@ class ResourceApi:
                 changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))
                 if not changed:
                     return stored
-                derived = await self.resource.rules.on_update(self, public(stored), after, scope)
+                derived = await self.resource.rules.on_update(self, public(stored), after, scope, system=system)
                 replace = self._replacement(after, {**meta, **derived}, changed, scope)
                 result: dict[str, Any] | None = await self._commit(replace, resource_id, session)
                 if result is not None:
@@ -288,7 +293,7 @@ class ResourceApi:
                 return None, 0, []
             presented = self.present(replaced)
             events = [self.event(ATTRIBUTE_CHANGE, presented, changed)]
-            if "state" in changed:
+            if self.resource.state_attribute in changed:
                 events.append(self.event(STATE_CHANGE, presented))
             return replaced, replaced[META]["version"], events
 

@@ -84,6 +84,12 @@ class Settings:
     inventory_url: str = ""
     sla_close_interval_seconds: float = 60.0
     measurement_future_skew_seconds: int = 300
+    # Problem management: where it takes alarms and SLA violations from, and how it correlates.
+    alarm_hub_url: str = ""
+    sla_hub_url: str = ""
+    operator_party_id: str = "operator"
+    problem_damping_seconds: int = 300
+    impact_cache_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -115,6 +121,11 @@ class Settings:
             sla_close_interval_seconds=_float("SQM_SLA_CLOSE_INTERVAL_SECONDS", cls.sla_close_interval_seconds, 0.05),
             measurement_future_skew_seconds=_int("SQM_MEASUREMENT_FUTURE_SKEW_SECONDS",
                                                  cls.measurement_future_skew_seconds, 0),
+            alarm_hub_url=os.environ.get("SQM_ALARM_HUB_URL", "").rstrip("/"),
+            sla_hub_url=os.environ.get("SQM_SLA_HUB_URL", "").rstrip("/"),
+            operator_party_id=os.environ.get("SQM_OPERATOR_PARTY_ID", cls.operator_party_id),
+            problem_damping_seconds=_int("SQM_PROBLEM_DAMPING_SECONDS", cls.problem_damping_seconds, 0),
+            impact_cache_seconds=_float("SQM_IMPACT_CACHE_SECONDS", cls.impact_cache_seconds, 0.0),
         )
         settings = replace(base, **overrides)
         settings.check()

@@ -87,6 +87,18 @@ class EventStore:
         if deliveries:
             await self.deliveries.insert_many(deliveries, session=session)
 
+    async def keep_records(self, collection: str, payload_key: str, events: list[dict[str, Any]],
+                           session: AsyncClientSession) -> None:
+        """A readable record of each event, beside the resource it is about."""
+        now = events[0]["eventTime"] if events else None
+        await self.database[collection].insert_many([
+            {"_id": e["eventId"], "id": e["eventId"], "eventId": e["eventId"], "eventTime": e["eventTime"],
+             "eventType": e["eventType"], "recordTime": now, "notification": e,
+             payload_key: {k: v for k, v in e["event"][payload_key].items() if k in {"id", "href", "name"}},
+             "_meta": {"version": 1, "owner": None}}
+            for e in events
+        ], session=session)
+
     @staticmethod
     def _delivery(api: str, subscription_id: str, resource_id: str, seq: int, event: Mapping[str, Any],
                   now: datetime, suffix: str = "") -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""TMF656 Service Problem Management and the TMF642 alarm intake that feeds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from starlette.responses import Response
+
+from services.tmf.api import ApiContext, ApiDeclaration
+from services.tmf.listener import Consumption
+from services.tmf.resource import Handler, ResourceType
+
+from .alarms import AlarmRules
+from .correlation import Correlator
+from .lifecycle import ProblemRules
+from .tasks import Tasks
+
+PROBLEM = ResourceType(
+    name="serviceProblem", type_name="ServiceProblem", rules=ProblemRules(), state_attribute="status",
+    indexes=(IndexModel([("_meta.openRoot", ASCENDING)]), IndexModel([("_meta.impacted", ASCENDING)]),
+             IndexModel([("underlyingAlarm.id", ASCENDING)]), IndexModel([("affectedService.id", ASCENDING)]),
+             IndexModel([("status", ASCENDING)])),
+)
+EVENT_RECORD = ResourceType(name="serviceProblemEventRecord", type_name="ServiceProblemEventRecord",
+                            indexes=(IndexModel([("serviceProblem.id", ASCENDING)]),))
+TASKS = tuple(ResourceType(name=name, type_name=name[0].upper() + name[1:], emits_events=False)
+              for name in ("problemAcknowledgement", "problemUnacknowledgement", "problemGroup", "problemUngroup"))
+ALARM = ResourceType(
+    name="alarm", type_name="Alarm", rules=AlarmRules(),
+    indexes=(IndexModel([("alarmedObject.id", ASCENDING)]), IndexModel([("state", ASCENDING)])),
+)
+
+_correlators: dict[int, Correlator] = {}
+
+
+def correlator(context: ApiContext) -> Correlator:
+    # One per running app: its impact cache and per-root locks are shared by every event.
+    if id(context) not in _correlators:
+        _correlators[id(context)] = Correlator(context)
+    return _correlators[id(context)]
+
+
+async def take_alarm(context: ApiContext, event: dict[str, Any]) -> None:
+    await correlator(context).on_alarm(context, event)
+
+
+async def take_violation(context: ApiContext, event: dict[str, Any]) -> None:
+    await correlator(context).on_sla_violation(context, event)
+
+
+def problem_handlers(context: ApiContext) -> dict[str, Handler]:
+    problems = context.resource_apis["serviceProblem"]
+
+    async def create(body: Any = None) -> Response:
+        # Whatever status a client proposes, a problem it submits starts acknowledged.
+        return await problems.create({**body, "status": "acknowledged"} if isinstance(body, dict) else body)
+
+    return {"createServiceProblem": create, **Tasks(context).handlers()}
+
+
+PROBLEM_API = ApiDeclaration(
+    name="serviceProblemManagement",
+    document="serviceProblemManagement.yaml",
+    base_path="/tmf-api/serviceProblemManagement/v4",
+    resources=(PROBLEM, EVENT_RECORD, *TASKS),
+    extra_handlers=problem_handlers,
+    event_records=(("serviceProblem", "serviceProblemEventRecord"),),
+    consumes=(
+        Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.alarm_hub_url, handle=take_alarm),
+        Consumption(("SLAViolationCreateEvent",), hub=lambda s: s.sla_hub_url, handle=take_violation),
+    ),
+)
+
+ALARM_API = ApiDeclaration(
+    name="alarmManagement",
+    document="alarmManagement.yaml",
+    base_path="/tmf-api/alarmManagement/v4",
+    resources=(ALARM,),
+)

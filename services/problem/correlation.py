@@ -1,0 +1,350 @@
+"""From alarms and SLA violations to problems: one problem per root cause, found through the
+inventory's impact graph, with the responsible party, the customer-facing services hit, and the
+problems above it grouped under it.
+
+The problem service learns of alarms and violations as any partner would, from the public hubs
+of the alarm and SLA APIs, and asks the inventory through its public API. Impact answers are
+cached briefly: in an alarm storm most alarms share a few root causes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+
+from services.tmf.events import now_text
+from services.tmf.query import normalize_date_time
+from services.tmf.repository import META, OPERATOR, public
+from services.tmf.repository.events import in_transaction
+from services.tmf.resource import ResourceApi
+
+from .lifecycle import OPEN, root_key, set_status, tracking
+from .tasks import grouping_changes
+
+if TYPE_CHECKING:
+    from services.tmf.api import ApiContext
+
+log = structlog.get_logger("problem.correlation")
+SERIOUS = {"critical", "major"}
+PRIORITY = {"critical": 1, "major": 2}
+SUPPLIER = "supplier"
+
+
+def qualifies(alarm: dict[str, Any]) -> bool:
+    return str(alarm.get("perceivedSeverity", "")).lower() in SERIOUS or alarm.get("serviceAffecting") is True
+
+
+def element(alarm: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+    """(kind, id, the alarmed object) of what the alarm is about."""
+    target = alarm.get("alarmedObject") or {}
+    if not target.get("id"):
+        return None
+    kind = "service" if str(target.get("@referredType", "")).lower() == "service" else "resource"
+    return kind, str(target["id"]), target
+
+
+class ImpactCache:
+    """Impact graphs from the inventory's public API, kept ``ttl`` seconds."""
+
+    def __init__(self, inventory_url: str, ttl: float) -> None:
+        self.inventory_url = inventory_url
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+
+    async def impact(self, kind: str, element_id: str) -> dict[str, Any] | None:
+        key = (kind, element_id)
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        path = f"/resourceImpact/{element_id}" if kind == "resource" else f"/service/{element_id}/impact"
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(f"{self.inventory_url}{path}")
+        graph: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        if response.status_code not in (200, 404):
+            response.raise_for_status()
+        if len(self._entries) > 50_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, graph)
+        return graph
+
+    async def get_json(self, url: str) -> dict[str, Any] | None:
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.get(url)
+        except httpx.HTTPError:
+            return None
+        found: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return found
+
+
+def responsible_party(graph: dict[str, Any]) -> dict[str, Any] | None:
+    """The supplier of the nearest service at or above the failing element."""
+    nodes = [graph.get("root") or {}, *sorted(graph.get("node") or [], key=lambda n: n.get("depth", 0))]
+    for node in nodes:
+        for party in node.get("relatedParty") or []:
+            if str(party.get("role", "")).lower() == SUPPLIER:
+                return dict(party)
+    return None
+
+
+def service_ref(node: dict[str, Any]) -> dict[str, Any]:
+    ref = {"id": node["id"], "@referredType": "Service"}
+    for key in ("href", "name"):
+        if node.get(key):
+            ref[key] = node[key]
+    return ref
+
+
+class Correlator:
+    def __init__(self, context: ApiContext) -> None:
+        self.context = context
+        settings = context.settings
+        self.impacts = ImpactCache(settings.inventory_url, settings.impact_cache_seconds)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def problems(self) -> ResourceApi:
+        return self.context.resource_apis["serviceProblem"]
+
+    def lock(self, key: str) -> asyncio.Lock:
+        if len(self._locks) > 100_000:
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    # -- alarms ---------------------------------------------------------------------------------
+
+    async def on_alarm(self, context: ApiContext, event: dict[str, Any]) -> None:
+        alarm = (event.get("event") or {}).get("alarm") or {}
+        if not alarm.get("id"):
+            return
+        if alarm.get("state") == "cleared":
+            await self.cleared(alarm)
+        elif qualifies(alarm):
+            await self.raised(alarm)
+
+    async def raised(self, alarm: dict[str, Any]) -> None:
+        found = element(alarm)
+        if found is None or not self.context.settings.inventory_url:
+            return
+        kind, element_id, target = found
+        graph = await self.impacts.impact(kind, element_id)
+        if graph is None:
+            log.info("alarm not correlated: its object is not in the inventory", alarm=alarm["id"],
+                     alarmedObject=element_id)
+            return
+        key = f"{kind}:{element_id}"
+        async with self.lock(key):
+            problem = await self.open_problem(key)
+            if problem is None:
+                problem = await self.reopen_recent(key)
+            if problem is None:
+                problem = await self.create_for_alarm(alarm, kind, element_id, target, graph)
+            else:
+                problem = await self.join(problem, alarm)
+            impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
+                              | ({element_id} if kind == "service" else set()))
+            active = sorted({*problem.get(META, {}).get("activeAlarms", []), alarm["id"]})
+            await self.problems.store.set_meta(problem["id"], "impacted", impacted)
+            await self.problems.store.set_meta(problem["id"], "activeAlarms", active)
+        await self.group_related(problem["id"], kind, element_id, impacted)
+
+    async def open_problem(self, key: str) -> dict[str, Any] | None:
+        return await self.problems.store.find_one({f"{META}.openRoot": key}, OPERATOR)
+
+    async def reopen_recent(self, key: str) -> dict[str, Any] | None:
+        """A raise soon after the clear that resolved a problem reopens that problem."""
+        damping = self.context.settings.problem_damping_seconds
+        if damping <= 0:
+            return None
+        kind, element_id = key.split(":", 1)
+        since = normalize_date_time((datetime.now(UTC) - timedelta(seconds=damping)).isoformat())
+        field = "rootCauseResource.id" if kind == "resource" else "rootCauseService.id"
+        recent = await self.problems.store.find({field: element_id, "status": "resolved",
+                                                 "resolutionDate": {"$gte": since}},
+                                                OPERATOR, sort=[("resolutionDate", -1)], limit=1)
+        if not recent:
+            return None
+
+        def reopen(problem: dict[str, Any]) -> dict[str, Any]:
+            after = dict(problem)
+            set_status(after, "inProgress", "an alarm was raised again within the damping window")
+            return after
+
+        return await self.problems.modify(recent[0]["id"], reopen, OPERATOR, system=True)
+
+    async def create_for_alarm(self, alarm: dict[str, Any], kind: str, element_id: str, target: dict[str, Any],
+                               graph: dict[str, Any]) -> dict[str, Any]:
+        severity = str(alarm.get("perceivedSeverity", "")).lower()
+        name = target.get("name") or element_id
+        referred = "Service" if kind == "service" else "Resource"
+        root = {"id": element_id, "@referredType": referred, **({"name": target["name"]} if target.get("name") else {})}
+        body: dict[str, Any] = {
+            "name": f"{alarm.get('probableCause', 'alarm')} on {name}"[:256],
+            "category": "alarm",
+            "description": (f"{alarm.get('alarmType', 'alarm')}: {alarm.get('probableCause', '')} on "
+                            f"{referred.lower()} {name}" + (f" ({alarm['specificProblem']})"
+                                                            if alarm.get("specificProblem") else ""))[:4000],
+            "priority": PRIORITY.get(severity, 3),
+            "reason": str(alarm.get("probableCause") or "Unknown")[:256],
+            "originatorParty": {"id": self.context.settings.operator_party_id, "role": "originator",
+                                "@referredType": "Organization"},
+            "status": "pending",
+            "rootCauseService" if kind == "service" else "rootCauseResource": [root],
+            "affectedService": [service_ref(n) for n in graph.get("customerFacingService") or []],
+            "underlyingAlarm": [self.alarm_ref(alarm)],
+            "firstAlert": {"id": alarm["id"], "role": "alarm", "@referredType": "Alarm",
+                           **({"href": alarm["href"]} if alarm.get("href") else {})},
+            "trackingRecord": [tracking(f"opened by alarm {alarm['id']} ({severity or 'service affecting'})")],
+        }
+        if alarm.get("sourceSystemId"):
+            body["originatingSystem"] = str(alarm["sourceSystemId"])[:256]
+        responsible = responsible_party(graph)
+        if responsible is not None:
+            body["responsibleParty"] = responsible
+            body["relatedParty"] = [responsible]
+        return await self.problems.insert(body, OPERATOR)
+
+    @staticmethod
+    def alarm_ref(alarm: dict[str, Any]) -> dict[str, Any]:
+        ref = {"id": alarm["id"], "@referredType": "Alarm"}
+        if alarm.get("href"):
+            ref["href"] = alarm["href"]
+        return ref
+
+    async def join(self, problem: dict[str, Any], alarm: dict[str, Any]) -> dict[str, Any]:
+        if any(a.get("id") == alarm["id"] for a in problem.get("underlyingAlarm") or []):
+            return problem
+
+        def add(current: dict[str, Any]) -> dict[str, Any]:
+            return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), self.alarm_ref(alarm)],
+                    "trackingRecord": [*(current.get("trackingRecord") or []),
+                                       tracking(f"alarm {alarm['id']} joined this problem")]}
+
+        return await self.problems.modify(problem["id"], add, OPERATOR, system=True)
+
+    async def cleared(self, alarm: dict[str, Any]) -> None:
+        holders = await self.problems.store.find({"underlyingAlarm.id": alarm["id"], "status": {"$in": list(OPEN)}},
+                                                 OPERATOR)
+        for problem in holders:
+            async with self.lock(root_key(problem) or problem["id"]):
+                stored = await self.problems.store.get(problem["id"], OPERATOR)
+                if stored is None:
+                    continue
+                active = [a for a in stored.get(META, {}).get("activeAlarms", []) if a != alarm["id"]]
+                await self.problems.store.set_meta(problem["id"], "activeAlarms", active)
+                if active or stored.get("status") not in OPEN:
+                    continue
+
+                def resolve(current: dict[str, Any]) -> dict[str, Any]:
+                    after = dict(current)
+                    set_status(after, "resolved", "every alarm of this problem has cleared")
+                    return after
+
+                await self.problems.modify(problem["id"], resolve, OPERATOR, system=True)
+
+    async def group_related(self, problem_id: str, kind: str, element_id: str, impacted: list[str]) -> None:
+        """Put problems about services above this element under this problem, and this problem
+        under problems about elements below it."""
+        above = [p for p in await self.problems.store.find_in(
+            f"{META}.openRoot", [f"service:{s}" for s in impacted if s != element_id], OPERATOR,
+            {}) if p["id"] != problem_id]
+        below = []
+        if kind == "service":
+            below = [p for p in await self.problems.store.find_internal(
+                {f"{META}.impacted": element_id, f"{META}.openRoot": {"$ne": None}}, OPERATOR, {})
+                if p["id"] != problem_id]
+        for parent_id, child_id in [(problem_id, p["id"]) for p in above] + [(p["id"], problem_id) for p in below]:
+            await self.link(parent_id, child_id)
+
+    async def link(self, parent_id: str, child_id: str) -> None:
+        parent = await self.problems.store.get(parent_id, OPERATOR)
+        child = await self.problems.store.get(child_id, OPERATOR)
+        if parent is None or child is None:
+            return
+        if any(r.get("id") == parent_id for r in child.get("parentProblem") or []):
+            return
+        changes = grouping_changes(self.problems, public(parent), [public(child)], link=True)
+
+        async def both(session: Any) -> None:
+            for problem_id, change in changes.items():
+                await self.problems.modify(problem_id, change, OPERATOR, session=session, system=True)
+
+        await in_transaction(self.context.db, both)
+        self.context.outbox.committed()
+
+    # -- SLA violations -------------------------------------------------------------------------
+
+    async def on_sla_violation(self, context: ApiContext, event: dict[str, Any]) -> None:
+        violation = (event.get("event") or {}).get("slaViolation") or {}
+        if not violation.get("id"):
+            return
+        services = sorted({str(e["id"]) for e in violation.get("relatedEntity") or [] if e.get("id")})
+        ref = {"id": violation["id"], "@referredType": "SLAViolation",
+               **({"href": violation["href"]} if violation.get("href") else {})}
+        async with self.lock("sla-violations"):
+            target = await self.problem_for_services(services)
+            if target is not None:
+                if any(v.get("id") == violation["id"] for v in target.get("slaViolation") or []):
+                    return
+                await self.problems.modify(target["id"], attach(ref, violation), OPERATOR, system=True)
+                return
+            await self.problems.insert(await self.sla_problem(violation, services, ref), OPERATOR)
+
+    async def problem_for_services(self, services: list[str]) -> dict[str, Any] | None:
+        if not services:
+            return None
+        candidates = await self.problems.store.find(
+            {"status": {"$in": list(OPEN)}, "$or": [{"affectedService.id": {"$in": services}},
+                                                     {"rootCauseService.id": {"$in": services}}]},
+            OPERATOR, sort=[("creationDate", 1)], limit=20)
+        impacted = await self.problems.store.find_in(f"{META}.impacted", services, OPERATOR, {})
+        pool = candidates + [public(p) for p in impacted if p.get("status") in OPEN]
+        if not pool:
+            return None
+        # The root of a group is the problem to attach to.
+        roots = [p for p in pool if not p.get("parentProblem")]
+        return (roots or pool)[0]
+
+    async def sla_problem(self, violation: dict[str, Any], services: list[str], ref: dict[str, Any]) -> dict[str, Any]:
+        details = violation.get("violation") or {}
+        sla = violation.get("sla") or {}
+        importance = 5
+        if sla.get("href"):
+            found = await self.impacts.get_json(sla["href"])
+            if found and isinstance(found.get("importance"), int):
+                importance = found["importance"]
+        body: dict[str, Any] = {
+            "name": f"SLA violation: {sla.get('name') or sla.get('id', '')}"[:256],
+            "category": "SLA violation",
+            "description": (f"{details.get('metric', 'a rule')} was {details.get('actualValue')} against "
+                            f"{details.get('operator', '')} {details.get('referenceValue')} in "
+                            f"{sla.get('name') or sla.get('id', 'an SLA')}")[:4000],
+            "priority": max(1, min(10, importance)),
+            "reason": "SLA violation",
+            "originatorParty": {"id": self.context.settings.operator_party_id, "role": "originator",
+                                "@referredType": "Organization"},
+            "status": "pending",
+            "affectedService": [{"id": s, "@referredType": "Service"} for s in services],
+            "slaViolation": [ref],
+            "firstAlert": {"id": violation["id"], "role": "slaViolation", "@referredType": "SLAViolation"},
+            "relatedParty": [p for p in violation.get("relatedParty") or [] if p.get("id")],
+            "trackingRecord": [tracking(f"opened by SLA violation {violation['id']}")],
+        }
+        return body
+
+
+def attach(ref: dict[str, Any], violation: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def change(problem: dict[str, Any]) -> dict[str, Any]:
+        known = {p.get("id") for p in problem.get("relatedParty") or []}
+        parties = [p for p in violation.get("relatedParty") or [] if p.get("id") and p["id"] not in known]
+        return {**problem, "slaViolation": [*(problem.get("slaViolation") or []), ref],
+                "relatedParty": [*(problem.get("relatedParty") or []), *parties],
+                "trackingRecord": [*(problem.get("trackingRecord") or []),
+                                   tracking(f"SLA violation {ref['id']} attached", time=now_text())]}
+    return change

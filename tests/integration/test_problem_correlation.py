@@ -1,0 +1,212 @@
+"""The value chain end to end over real HTTP: alarms and SLA violations become problems through
+the public hubs, with root cause, impact and responsibility found in the inventory graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.app import create_app
+from services.tmf.embedded import free_port
+from tests.conftest import INVENTORY, make_settings
+from tests.support.listener import Listener
+from tests.support.server import serve
+
+ALARMS = "/tmf-api/alarmManagement/v4"
+PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
+SLA_API = "/tmf-api/slaManagement/v4"
+PARTNER = {"id": "partner-a", "name": "Partner A", "role": "supplier", "@referredType": "Organization"}
+
+
+@pytest.fixture
+def suite(mongo_uri) -> Iterator[httpx.Client]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = make_settings(mongo_uri, public_url=base, inventory_url=f"{base}{INVENTORY}",
+                             alarm_hub_url=f"{base}{ALARMS}", sla_hub_url=f"{base}{SLA_API}",
+                             delivery_poll_seconds=0.05, problem_damping_seconds=300)
+    with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
+        assert eventually(lambda: all(s["subscription"] for s in client.get("/health").json()["subscriptions"]))
+        yield client
+
+
+def eventually(predicate: Callable[[], Any], attempts: int = 400) -> Any:
+    """Poll until ``predicate`` holds (deliveries are asynchronous); a safety bound, not a timing."""
+    pause = Listener()
+    for _ in range(attempts):
+        result = predicate()
+        if result:
+            return result
+        pause.wait_for(1, timeout=0.05)
+    return predicate()
+
+
+def service(client, name, **attributes):
+    body = {"name": name, "state": "active", "serviceSpecification": {"id": f"spec-{name}"}, **attributes}
+    response = client.post(f"{INVENTORY}/service", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def value_chain(client):
+    link1 = {"id": "link-1", "name": "access link 1", "@referredType": "Resource"}
+    access1 = service(client, "access-1", category="RFS", relatedParty=[PARTNER], supportingResource=[link1])
+    access2 = service(client, "access-2", category="RFS", supportingResource=[{"id": "link-2"}])
+    vpn = service(client, "acme-vpn", category="CFS",
+                  relatedParty=[{"id": "acme", "role": "customer", "@referredType": "Organization"}],
+                  supportingService=[{"id": access1["id"]}, {"id": access2["id"]}])
+    return vpn, access1, access2
+
+
+def alarm(client, target, severity="critical", referred="Resource", name=None):
+    body = {"alarmType": "communicationsAlarm", "perceivedSeverity": severity, "probableCause": "lossOfSignal",
+            "alarmedObject": {"id": target, "@referredType": referred, **({"name": name} if name else {})},
+            "sourceSystemId": "nms-1", "state": "raised", "alarmRaisedTime": "2026-10-10T10:00:00Z"}
+    response = client.post(f"{ALARMS}/alarm", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def clear(client, alarm_id):
+    response = client.patch(f"{ALARMS}/alarm/{alarm_id}", json={"state": "cleared",
+                                                               "alarmClearedTime": "2026-10-10T11:00:00Z"})
+    assert response.status_code == 200, response.text
+
+
+def problems(client, query=""):
+    return client.get(f"{PROBLEMS}/serviceProblem?{query}").json()
+
+
+def test_value_chain_alarms_group_resolve_and_sla_violation(suite):
+    client = suite
+    vpn, _, _ = value_chain(client)
+    first = alarm(client, "link-1", name="access link 1")
+    [problem] = eventually(lambda: problems(client, "category=alarm"))
+    assert problem["rootCauseResource"][0]["id"] == "link-1"
+    assert [s["id"] for s in problem["affectedService"]] == [vpn["id"]]
+    assert problem["affectedNumberOfServices"] == 1
+    assert problem["responsibleParty"]["id"] == "partner-a"
+    assert problem["status"] == "pending"
+    assert problem["firstAlert"]["id"] == first["id"]
+
+    second = alarm(client, "link-1", severity="major")
+    assert eventually(lambda: len(problems(client)[0]["underlyingAlarm"]) == 2)
+    assert len(problems(client)) == 1
+
+    alarm(client, vpn["id"], referred="Service")
+    grouped = eventually(lambda: [p for p in problems(client) if p.get("parentProblem")])
+    [child] = grouped
+    assert child["rootCauseService"][0]["id"] == vpn["id"]
+    assert child["parentProblem"][0]["id"] == problem["id"]
+    parent = client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()
+    assert [p["id"] for p in parent["underlyingProblem"]] == [child["id"]]
+
+    clear(client, first["id"])
+    clear(client, second["id"])
+    resolved = eventually(lambda: client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()["status"]
+                          == "resolved")
+    assert resolved
+    assert client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()["resolutionDate"]
+
+    again = alarm(client, "link-1")
+    reopened = eventually(lambda: client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()["status"]
+                          == "inProgress")
+    assert reopened
+    assert len(problems(client, "category=alarm")) == 2
+    assert again["id"] in {a["id"] for a in client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()[
+        "underlyingAlarm"]}
+
+    violation_event_source = client.post(f"{SLA_API}/sla", json={
+        "name": "ACME VPN", "relatedEntity": [{"id": vpn["id"], "role": "coveredService", "@referredType": "Service"}],
+        "relatedParty": [{"id": "operator", "role": "SLAProvider", "@referredType": "Organization"},
+                         {"id": "acme", "role": "SLAConsumer", "@referredType": "Organization"}],
+        "rule": [{"id": "a", "metric": "availability", "operator": ".ge", "referenceValue": 99.9}],
+        "evaluationPeriod": {"kind": "day", "timeZone": "UTC"}})
+    assert violation_event_source.status_code == 201, violation_event_source.text
+    samples = [{"metric": "availability", "value": 0, "observedAt": f"2026-10-10T{h:02d}:00:00Z",
+                "service": {"id": vpn["id"]}, "interval": 3600} for h in range(3)]
+    assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 1
+    attached = eventually(lambda: [p for p in problems(client) if p.get("slaViolation")])
+    assert [p["id"] for p in attached] == [problem["id"]]
+
+
+def test_alarm_storm_gives_one_problem_per_root_cause(suite):
+    client = suite
+    links = []
+    for i in range(10):
+        link = f"storm-link-{i}"
+        service(client, f"storm-access-{i}", supportingResource=[{"id": link}])
+        links.append(link)
+    for n in range(1000):
+        alarm(client, links[n % 10], severity="major" if n % 2 else "critical")
+    settled = eventually(lambda: sum(len(p["underlyingAlarm"]) for p in problems(client, "limit=100")) == 1000,
+                         attempts=2400)
+    assert settled
+    storm = problems(client, "limit=100")
+    assert len(storm) == 10
+    assert sorted(p["rootCauseResource"][0]["id"] for p in storm) == sorted(links)
+
+
+def test_minor_and_unknown_alarms_open_nothing(suite):
+    client = suite
+    value_chain(client)
+    alarm(client, "link-2", severity="minor")
+    alarm(client, "no-such-link")
+    marker = alarm(client, "link-1")
+    assert eventually(lambda: problems(client))
+    assert [p["rootCauseResource"][0]["id"] for p in problems(client)] == ["link-1"]
+    assert marker["state"] == "raised"
+
+
+def test_lifecycle_and_tasks(suite):
+    client = suite
+    created = client.post(f"{PROBLEMS}/serviceProblem", json={
+        "category": "customer.complaint", "description": "VPN slow", "priority": 3, "reason": "Unknown",
+        "originatorParty": {"id": "acme", "role": "customer", "@referredType": "Organization"}, "status": "closed"})
+    assert created.status_code == 201, created.text
+    problem = created.json()
+    assert problem["status"] == "acknowledged"
+    assert problem["trackingRecord"]
+    url = f"{PROBLEMS}/serviceProblem/{problem['id']}"
+    illegal = client.patch(url, json={"status": "closed"})
+    assert illegal.status_code == 409
+    assert "inProgress" in illegal.json()["message"]
+    assert client.patch(url, json={"status": "inProgress"}).json()["status"] == "inProgress"
+    for bad in (0, 11, "high"):
+        body = {**{k: problem[k] for k in ("category", "description", "reason", "originatorParty")}, "priority": bad}
+        assert client.post(f"{PROBLEMS}/serviceProblem", json=body).status_code == 400
+
+    other = client.post(f"{PROBLEMS}/serviceProblem", json={
+        "category": "c", "description": "d", "priority": 5, "reason": "r",
+        "originatorParty": {"id": "acme", "@referredType": "Organization"}}).json()
+    group = client.post(f"{PROBLEMS}/problemGroup", json={"parentProblem": {"id": problem["id"]},
+                                                           "childProblem": [{"id": other["id"]}]})
+    assert group.status_code == 201, group.text
+    assert client.get(f"{PROBLEMS}/serviceProblem/{other['id']}").json()["parentProblem"][0]["id"] == problem["id"]
+    cycle = client.post(f"{PROBLEMS}/problemGroup", json={"parentProblem": {"id": other["id"]},
+                                                           "childProblem": [{"id": problem["id"]}]})
+    assert cycle.status_code == 409
+    itself = client.post(f"{PROBLEMS}/problemGroup", json={"parentProblem": {"id": problem["id"]},
+                                                            "childProblem": [{"id": problem["id"]}]})
+    assert itself.status_code == 409
+    missing = client.post(f"{PROBLEMS}/problemUngroup", json={"parentProblem": {"id": problem["id"]},
+                                                               "childProblem": [{"id": other["id"]}, {"id": "nope"}]})
+    assert missing.status_code == 404
+    assert client.get(f"{PROBLEMS}/serviceProblem/{other['id']}").json()["parentProblem"][0]["id"] == problem["id"]
+    ungroup = client.post(f"{PROBLEMS}/problemUngroup", json={"parentProblem": {"id": problem["id"]},
+                                                              "childProblem": [{"id": other["id"]}]})
+    assert ungroup.status_code == 201
+    assert not client.get(f"{PROBLEMS}/serviceProblem/{other['id']}").json().get("parentProblem")
+
+    auto = client.post(f"{PROBLEMS}/serviceProblem", json={
+        "category": "c", "description": "d", "priority": 5, "reason": "r",
+        "originatorParty": {"id": "acme", "@referredType": "Organization"}}).json()
+    client.patch(f"{PROBLEMS}/serviceProblem/{auto['id']}", json={"status": "cancelled"}).raise_for_status()
+    final = client.post(f"{PROBLEMS}/problemAcknowledgement", json={"problem": [{"id": other["id"]},
+                                                                               {"id": auto["id"]}]})
+    assert final.status_code == 409
+    records = client.get(f"{PROBLEMS}/serviceProblemEventRecord?serviceProblem.id={problem['id']}").json()
+    assert {r["eventType"] for r in records} >= {"ServiceProblemCreateEvent", "ServiceProblemStateChangeEvent"}
