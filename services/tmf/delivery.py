@@ -29,6 +29,7 @@ from .settings import Settings
 
 log = structlog.get_logger("tmf.delivery")
 SIGNATURE_HEADER = "X-Sqm-Signature"
+SETTLE_DELAY = 0.01
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -87,6 +88,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake_scheduled = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,7 +118,8 @@ class Dispatcher:
                 await self._flush()
                 free = self.settings.delivery_concurrency - len(self._tasks)
                 if free > 0:
-                    claimed = await self.store.claim(self.owner, self._capacity, free, lease)
+                    saturated = [s for s, n in self._in_flight.items() if n >= self.settings.delivery_per_subscription]
+                    claimed = await self.store.claim(self.owner, self._capacity, free, lease, saturated)
             except Exception:  # the database may be restarting; try again after a pause
                 log.exception("claiming deliveries failed")
             for delivery, event in claimed:
@@ -135,8 +138,16 @@ class Dispatcher:
             self._in_flight[subscription_id] -= 1
             if self._in_flight[subscription_id] <= 0:
                 del self._in_flight[subscription_id]
-            self._wake.set()
+            # Finished deliveries may unblock the next event of their lanes; waking a moment
+            # later lets one claim round serve many of them, and settles their outcomes together.
+            if not self._wake_scheduled:
+                self._wake_scheduled = True
+                asyncio.get_running_loop().call_later(SETTLE_DELAY, self._scheduled_wake)
         return finished
+
+    def _scheduled_wake(self) -> None:
+        self._wake_scheduled = False
+        self._wake.set()
 
     async def _flush(self) -> None:
         if self._outcomes:

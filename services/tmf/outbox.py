@@ -40,7 +40,8 @@ class Outbox:
         return self._filters[key]
 
     async def record(self, session: AsyncClientSession, *, payload_key: str, index: SchemaIndex,
-                     resource_id: str, version: int, events: list[dict[str, Any]]) -> None:
+                     resource_id: str, version: int, events: list[dict[str, Any]]) -> int:
+        """Store the events and their deliveries; returns how many deliveries there are."""
         subscriptions = await self.store.subscriptions(self.api, session)
         recipients = []
         for event in events:
@@ -59,6 +60,7 @@ class Outbox:
         await self.store.record(self.api, resource_id, version, events, recipients, session)
         if payload_key in self.records:
             await self.store.keep_records(self.records[payload_key], payload_key, events, session)
+        return sum(len(r) for r in recipients)
 
     def committed(self) -> None:
         if self.on_commit is not None:

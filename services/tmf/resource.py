@@ -145,18 +145,20 @@ class ResourceApi:
         """Run ``body(session)`` in a transaction (the caller's, when given); it returns the
         stored document (or None) and a list of events to record with it."""
         outbox = self.context.outbox
+        deliveries = 0
 
         async def transaction(session: Any) -> Any:
+            nonlocal deliveries
             stored, version, events = await body(session)
             if stored is not None and events and self.resource.emits_events:
-                await outbox.record(session, payload_key=self.resource.name, index=self.index,
-                                    resource_id=resource_id, version=version, events=events)
+                deliveries = await outbox.record(session, payload_key=self.resource.name, index=self.index,
+                                                 resource_id=resource_id, version=version, events=events)
             return stored
 
         if session is not None:
             return await transaction(session)
         result = await in_transaction(self.context.db, transaction)
-        if result is not None:
+        if deliveries:
             outbox.committed()
         return result
 

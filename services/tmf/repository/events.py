@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,6 +22,9 @@ DELIVERIES = "delivery"
 HUB = "hub"
 RECEIVED = "received_event"
 UNDELIVERED = ["pending", "retrying"]
+# "No lease" is a lease that ended long ago: a plain ``leaseUntil < now`` then finds free
+# deliveries, where an ``$or`` with null makes some servers read the whole collection.
+NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
 STATES = ("pending", "retrying", "delivered", "dead", "suspended")
 
 
@@ -105,21 +108,21 @@ class EventStore:
         return {"_id": f"{event['eventId']}/{subscription_id}{suffix}", "api": api,
                 "subscriptionId": subscription_id, "eventId": event["eventId"], "eventType": event["eventType"],
                 "lane": f"{subscription_id}/{resource_id}", "seq": seq, "state": "pending", "attempts": 0,
-                "createdAt": now, "nextAttemptAt": now, "leaseUntil": None}
+                "createdAt": now, "nextAttemptAt": now, "leaseUntil": NO_LEASE}
 
     # -- the dispatcher ------------------------------------------------------------------------
 
-    async def claim(self, owner: str, capacity: Callable[[str], int], limit: int,
-                    lease: timedelta) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    async def claim(self, owner: str, capacity: Callable[[str], int], limit: int, lease: timedelta,
+                    saturated: Collection[str] = ()) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Lease up to ``limit`` due deliveries that head their lane (no earlier delivery of the
         same resource to the same subscriber is still undelivered) and whose subscriber has
-        capacity; return them with their events."""
+        capacity; return them with their events and subscriptions. Deliveries to ``saturated``
+        subscribers are not even looked at, so that their backlog cannot crowd out the others."""
         now = utcnow()
-        free = {"$or": [{"leaseUntil": None}, {"leaseUntil": {"$lt": now}}]}
         due = await self.deliveries.find(
-            {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, **free},
-            {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING), ("seq", ASCENDING)],
-            limit=limit * 4,
+            {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now},
+             **({"subscriptionId": {"$nin": list(saturated)}} if saturated else {})},
+            {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING)], limit=limit * 4,
         ).to_list()
         heads: dict[str, dict[str, Any]] = {}
         for d in due:
@@ -127,12 +130,13 @@ class EventStore:
                 heads[d["lane"]] = d
         if not heads:
             return []
-        earlier = await self.deliveries.find(
-            {"state": {"$in": UNDELIVERED},
-             "$or": [{"lane": lane, "seq": {"$lt": d["seq"]}} for lane, d in heads.items()]},
-            {"lane": 1},
-        ).to_list()
-        blocked = {e["lane"] for e in earlier}
+        blocked = set()
+        lanes = list(heads)
+        for start in range(0, len(lanes), 100):
+            async for other in self.deliveries.find(
+                    {"lane": {"$in": lanes[start:start + 100]}, "state": {"$in": UNDELIVERED}}, {"lane": 1, "seq": 1}):
+                if other["seq"] < heads[other["lane"]]["seq"]:
+                    blocked.add(other["lane"])
         taken: Counter[str] = Counter()
         chosen = []
         for d in sorted(heads.values(), key=lambda d: d["seq"]):
@@ -147,7 +151,7 @@ class EventStore:
             return []
         token = uuid.uuid4().hex
         await self.deliveries.update_many(
-            {"_id": {"$in": chosen}, "state": {"$in": UNDELIVERED}, **free},
+            {"_id": {"$in": chosen}, "state": {"$in": UNDELIVERED}, "leaseUntil": {"$lt": now}},
             {"$set": {"leaseOwner": owner, "leaseUntil": now + lease, "claim": token}},
         )
         claimed = await self.deliveries.find({"claim": token}).to_list()
@@ -162,8 +166,8 @@ class EventStore:
         now = utcnow()
         operations = []
         for o in outcomes:
-            fields: dict[str, Any] = {"state": o.state, "leaseUntil": None, "leaseOwner": None, "lastAttemptAt": now,
-                                      "lastStatus": o.status, "lastError": o.error}
+            fields: dict[str, Any] = {"state": o.state, "leaseUntil": NO_LEASE, "leaseOwner": None,
+                                      "lastAttemptAt": now, "lastStatus": o.status, "lastError": o.error}
             if o.state == "delivered":
                 fields["deliveredAt"] = now
             if o.next_attempt_at is not None:
@@ -176,7 +180,7 @@ class EventStore:
         await self.hub.update_one({"_id": subscription_id},
                                   {"$set": {"status": "suspended", "suspendedReason": reason}})
         await self.deliveries.update_many({"subscriptionId": subscription_id, "state": {"$in": UNDELIVERED}},
-                                          {"$set": {"state": "suspended", "leaseUntil": None}})
+                                          {"$set": {"state": "suspended", "leaseUntil": NO_LEASE}})
 
     # -- visibility and repair ------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class EventStore:
         if event_ids:
             query["eventId"] = {"$in": event_ids}
         result = await self.deliveries.update_many(query, {"$set": {
-            "state": "pending", "attempts": 0, "nextAttemptAt": utcnow(), "leaseUntil": None, "lastError": None}})
+            "state": "pending", "attempts": 0, "nextAttemptAt": utcnow(), "leaseUntil": NO_LEASE, "lastError": None}})
         return result.modified_count
 
     async def events_between(self, api: str, start: str, end: str, limit: int) -> list[dict[str, Any]]:
