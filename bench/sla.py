@@ -125,28 +125,25 @@ class Collector:
     """What a PM collector sends: every minute an availability probe of every service, every
     ``LATENCY_EVERY_MINUTES`` a latency.p95 sample of every service, in time order from the
     start of October. Some services have an outage of ``outage_minutes`` (``outage_share`` of
-    them) and some a short blip of ``blip_minutes``, at random minutes of the stream."""
+    them, at least one) and as many a short blip of ``blip_minutes``, at random minutes of the
+    stream."""
 
     services: int
     minutes: int
     seed: int
-    outage_share: float = 0.10
+    outage_share: float = 0.03
     outage_minutes: int = 60
-    blip_share: float = 0.10
+    blip_share: float = 0.03
     blip_minutes: int = 3
     down: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
-        step = max(1, round(1 / self.outage_share)) if self.outage_share else 0
-        blip = max(1, round(1 / self.blip_share)) if self.blip_share else 0
-        for i in range(self.services):
-            if step and i % step == 0:
-                length = self.outage_minutes
-            elif blip and i % blip == blip // 2:
-                length = self.blip_minutes
-            else:
-                continue
+        outages = max(1, round(self.services * self.outage_share))
+        blips = max(1, round(self.services * self.blip_share))
+        for i in rng.sample(range(self.services), min(self.services, outages + blips)):
+            length = self.outage_minutes if outages > 0 else self.blip_minutes
+            outages -= 1
             start = rng.randrange(max(1, self.minutes - length))
             self.down[i] = (start, start + length)
 
@@ -272,6 +269,7 @@ class Run:
     row: Row
     results: list[Any]
     latency_of: dict[int, float]
+    clients: int
 
 
 async def run_jobs(count: int, job: Callable[[int], Awaitable[Any]], *, concurrency: int,
@@ -306,7 +304,7 @@ async def run_jobs(count: int, job: Callable[[int], Awaitable[Any]], *, concurre
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     row = Row("", len(latencies), time.perf_counter() - began, latencies, errors, stopped_early=stopped)
-    return Run(row, results, latency_of)
+    return Run(row, results, latency_of, concurrency)
 
 
 @dataclass
@@ -406,14 +404,14 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
     span = (datetime.fromisoformat(measured[-1][-1]["observedAt"].replace("Z", "+00:00"))
             - datetime.fromisoformat(covered[0][0]["observedAt"].replace("Z", "+00:00")))
     outages = sum(1 for start, end in collector.down.values() if end - start == collector.outage_minutes)
+    blips = len(collector.down) - outages
     results.notes.append(
         f"intake stream: {options.services} services, each with one availability sample a minute (interval 60 s) "
         f"and a latency.p95 sample every {LATENCY_EVERY_MINUTES} minutes (interval 300 s), in time order from "
         f"{stamp(OCTOBER)} ({span.total_seconds() / 3600:.1f} hours of October in {len(covered)} batches of "
-        f"{options.batch}, the first {WARMUP_BATCHES} unmeasured); {outages} services have a "
-        f"{collector.outage_minutes}-minute outage and {len(collector.down) - outages} a "
-        f"{collector.blip_minutes}-minute blip, so {len(down_batches)} of the {len(measured)} measured batches "
-        "hold down samples")
+        f"{options.batch}, the first {WARMUP_BATCHES} unmeasured); outages: {outages} of the services down "
+        f"{collector.outage_minutes} minutes and {blips} down {collector.blip_minutes} minutes, so "
+        f"{len(down_batches)} of the {len(measured)} measured batches hold down samples")
 
     print(f"creating {options.services} SLAs for the intake rows ...", flush=True)
     await create_slas(suite, [sla_body(f"intake {i}", f"svc-{i}", PROVIDER, f"customer-{i % CUSTOMERS}",
@@ -531,12 +529,13 @@ async def seed_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict[st
     cpu.start()
     seeding = await run_jobs(len(bodies), lambda i: post_json(suite, "/measurement", bodies[i]),
                              concurrency=options.concurrency)
-    seeded = Measured(f"POST /measurement, the closing SLAs' down probes (all down: an early check per SLA)",
+    seeded = Measured("POST /measurement, the closing SLAs' down probes (all down: an early check per SLA)",
                       seeding, sum(r["accepted"] for r in seeding.results if r), "samples", cpu=cpu.stop())
     raised = sum(r["violationsRaised"] for r in seeding.results if r)
-    seeded.note = (f"{raised} provisional violations raised; each batch holds the down probes of about "
-                   f"{options.batch * len(DOWNTIMES) // sum(math.ceil(d / probe) for d in DOWNTIMES):,} SLAs, "
-                   "each of which the early check loads and evaluates over its whole month")
+    per_batch = [len({s["service"]["id"] for s in batch}) for batch in downs]
+    seeded.note = (f"{raised} provisional violations raised; a batch holds the down probes of "
+                   f"{min(per_batch)}-{max(per_batch)} SLAs, each of which the early check loads and evaluates "
+                   "over its whole month")
     results.ingestion.append(seeded)
     print(f"  {seeded.items_per_second:,.0f} samples/s, {raised} provisional violations", flush=True)
     if seeding.row.errors:
@@ -703,38 +702,40 @@ def merged_baseline(runs: Sequence[Measured]) -> Measured:
             cpu[name] = cpu.get(name, 0.0) + seconds
     row = Row(runs[0].name, len(latencies), sum(m.run.row.seconds for m in runs), latencies, errors,
               stopped_early=any(m.run.row.stopped_early for m in runs))
-    merged = Measured(runs[0].name, Run(row, [], {}), sum(m.items for m in runs), "samples", cpu=cpu)
+    merged = Measured(runs[0].name, Run(row, [], {}, runs[0].run.clients), sum(m.items for m in runs), "samples",
+                      cpu=cpu)
     merged.note = "measured before and after the other intake rows: " + ", ".join(
         f"{m.items_per_second:,.0f} samples/s" for m in runs)
     return merged
 
 
-def ratio(value: float, base: float) -> str:
-    if not base:
+def ratio(m: Measured, base: Measured) -> str:
+    """Throughput relative to the baseline, for rows driven by as many clients as it was."""
+    if not base.items_per_second or m.run.clients != base.run.clients or m.run.row.requests < 2:
         return "-"
-    r = value / base
+    r = (m.items_per_second if m.unit == base.unit else m.run.row.throughput) / (
+        base.items_per_second if m.unit == base.unit else base.run.row.throughput)
     return f"{r:.2f}" if r >= 0.1 or r == 0 else f"{r:.3f}"
 
 
 def ingestion_table(rows: Sequence[Measured], baseline: Measured) -> str:
-    lines = ["| intake | batches | samples | samples/s | batches/s | p50 ms | p99 ms | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| intake | clients | batches | samples | samples/s | batches/s | p50 ms | p99 ms | vs baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in [baseline, *rows]:
         r = m.run.row
-        lines.append(f"| {m.name} | {r.requests} | {m.items:,} | {m.items_per_second:,.0f} | {r.throughput:,.1f} "
-                     f"| {r.percentile(0.5):,.0f} | {r.percentile(0.99):,.0f} "
-                     f"| {ratio(m.items_per_second, baseline.items_per_second)} |")
+        lines.append(f"| {m.name} | {m.run.clients} | {r.requests} | {m.items:,} | {m.items_per_second:,.0f} "
+                     f"| {r.throughput:,.1f} | {r.percentile(0.5):,.0f} | {r.percentile(0.99):,.0f} "
+                     f"| {ratio(m, baseline)} |")
     return "\n".join(lines)
 
 
 def closing_table(rows: Sequence[Measured]) -> str:
-    base = rows[0].items_per_second if rows else 0.0
-    lines = ["| period close | SLAs | total s | SLAs/s | p50 ms | p99 ms | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| period close | clients | SLAs | total s | SLAs/s | p50 ms | p99 ms | vs baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for m in rows:
         r = m.run.row
-        lines.append(f"| {m.name} | {r.requests} | {r.seconds:,.2f} | {r.throughput:,.1f} | {r.percentile(0.5):,.0f} "
-                     f"| {r.percentile(0.99):,.0f} | {ratio(r.throughput, base) if r.requests > 1 else '-'} |")
+        lines.append(f"| {m.name} | {m.run.clients} | {r.requests} | {r.seconds:,.2f} | {r.throughput:,.1f} "
+                     f"| {r.percentile(0.5):,.0f} | {r.percentile(0.99):,.0f} | {ratio(m, rows[0])} |")
     return "\n".join(lines)
 
 

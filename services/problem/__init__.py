@@ -31,14 +31,13 @@ ALARM = ResourceType(
     indexes=(IndexModel([("alarmedObject.id", ASCENDING)]), IndexModel([("state", ASCENDING)])),
 )
 
-_correlators: dict[int, Correlator] = {}
-
 
 def correlator(context: ApiContext) -> Correlator:
-    # One per running app: its impact cache and per-root locks are shared by every event.
-    if id(context) not in _correlators:
-        _correlators[id(context)] = Correlator(context)
-    return _correlators[id(context)]
+    # One per running app: its impact cache and per-root locks serve every event.
+    if "correlator" not in context.components:
+        context.components["correlator"] = Correlator(context)
+    found: Correlator = context.components["correlator"]
+    return found
 
 
 async def take_alarm(context: ApiContext, event: dict[str, Any]) -> None:

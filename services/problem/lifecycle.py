@@ -15,10 +15,10 @@ OPEN = ("pending", "acknowledged", "inProgress", "held")
 # Where each status may go. "pending" also means "detected by the system, waiting for an
 # operator to acknowledge it".
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"acknowledged", "inProgress", "cancelled"}),
+    "pending": frozenset({"acknowledged", "inProgress", "resolved", "cancelled"}),
     "acknowledged": frozenset({"inProgress", "rejected", "cancelled"}),
     "inProgress": frozenset({"held", "pending", "resolved", "cancelled"}),
-    "held": frozenset({"inProgress", "cancelled"}),
+    "held": frozenset({"inProgress", "resolved", "cancelled"}),
     "resolved": frozenset({"closed", "inProgress"}),
     "rejected": frozenset(),
     "cancelled": frozenset(),

@@ -74,6 +74,8 @@ class ApiContext:
     # The time, injectable so that tests can run a month in seconds.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     listeners: list[ListenerApi] = field(default_factory=list)
+    # Long-lived helpers a service keeps for as long as the app runs (caches, locks).
+    components: dict[str, Any] = field(default_factory=dict)
     _stores: dict[str, ResourceStore] = field(default_factory=dict)
     _events: EventStore | None = None
     _outbox: Outbox | None = None

@@ -223,3 +223,24 @@ def test_private_callbacks_refused_unless_allowed(mongo_uri):
             response = client.post(f"{INVENTORY}/hub", json={"callback": callback})
             assert response.status_code == 400, callback
             assert "private" in response.json()["message"]
+
+
+def test_a_partners_subscription_only_hears_about_its_own_resources(mongo_uri, listener):
+    settings = make_settings(mongo_uri, trust_party_headers=True, delivery_poll_seconds=0.05)
+    partner = {"X-Party-Id": "partner-a", "X-Party-Role": "partner"}
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        subscribed = client.post(f"{INVENTORY}/hub", json={"callback": listener.url}, headers=partner)
+        assert subscribed.status_code == 201, subscribed.text
+        operator = {"X-Party-Role": "operator"}
+        mine = client.post(SERVICE, headers=operator, json={
+            "name": "theirs", "state": "active", "serviceSpecification": {"id": "s"},
+            "relatedParty": [{"id": "partner-a", "role": "supplier", "@referredType": "Organization"}]})
+        other = client.post(SERVICE, headers=operator, json={"name": "not theirs", "state": "active",
+                                                              "serviceSpecification": {"id": "s"}})
+        assert mine.status_code == other.status_code == 201
+        client.patch(f"{SERVICE}/{other.json()['id']}", headers=operator, json={"description": "x"}).raise_for_status()
+        client.patch(f"{SERVICE}/{mine.json()['id']}", headers=operator, json={"description": "y"}).raise_for_status()
+        events = listener.wait_for(2)
+        assert [e["event"]["service"]["name"] for e in events] == ["theirs", "theirs"]
+        assert client.get(f"{SERVICE}/{other.json()['id']}", headers=partner).status_code == 404
+        assert client.get(SERVICE, headers=partner).headers["x-total-count"] == "1"
