@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from services.tmf.events import now_text
+from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, OPERATOR, public
 from services.tmf.repository.events import in_transaction
@@ -294,7 +294,9 @@ class Correlator:
                     return
                 await self.problems.modify(target["id"], attach(ref, violation), OPERATOR, system=True)
                 return
-            await self.problems.insert(await self.sla_problem(violation, services, ref), OPERATOR)
+            # Nothing says yet what broke the SLA: the problem asks for its root cause.
+            await self.problems.insert(await self.sla_problem(violation, services, ref), OPERATOR,
+                                       also=[(INFORMATION_REQUIRED, ["rootCauseService", "rootCauseResource"])])
 
     async def problem_for_services(self, services: list[str]) -> dict[str, Any] | None:
         if not services:

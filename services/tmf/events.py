@@ -30,6 +30,7 @@ ENVELOPE_TYPES = {
     "priority": AttributeType("string"), "fieldPath": AttributeType("string"),
 }
 CREATE, ATTRIBUTE_CHANGE, STATE_CHANGE, DELETE = "Create", "AttributeValueChange", "StateChange", "Delete"
+INFORMATION_REQUIRED = "InformationRequired"
 
 
 def now_text() -> str:
@@ -54,7 +55,7 @@ def envelope(*, api: str, payload_key: str, type_name: str, kind: str, resource:
     at = now_text()
     name = event_type(type_name, kind)
     words = {CREATE: "created", ATTRIBUTE_CHANGE: "changed", STATE_CHANGE: "changed state",
-             DELETE: "deleted"}[kind]
+             DELETE: "deleted", INFORMATION_REQUIRED: "needs information"}[kind]
     event: dict[str, Any] = {
         "eventId": str(uuid.uuid4()),
         "eventTime": at,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -201,10 +201,11 @@ class ResourceApi:
         return json_response(self.present(stored), 201, {"Location": location, "ETag": etag(1)})
 
     async def insert(self, body: dict[str, Any], scope: AccessScope, *, resource_id: str | None = None,
-                     session: Any = None) -> dict[str, Any]:
+                     session: Any = None, also: Sequence[tuple[str, list[str] | None]] = ()) -> dict[str, Any]:
         """Create a resource with its domain rules, validation and create event: for clients
         (through ``create``) and for resources the system itself makes. With ``session``, the
-        write joins the caller's transaction (the caller then wakes the dispatcher)."""
+        write joins the caller's transaction (the caller then wakes the dispatcher). ``also``
+        names further events (kind, fieldPath) to announce with the creation."""
         document: dict[str, Any] = normalize_dates(body, self.index.date_time_paths)
         document["id"] = resource_id or new_id()
         document.setdefault("@type", self.resource.type_name)
@@ -213,11 +214,11 @@ class ResourceApi:
             meta = await self.resource.rules.on_create(self, document, scope)
             presented = self.present(document)
             self.check_valid(presented)
-            created = self.event(CREATE, presented)
+            created = [self.event(CREATE, presented), *(self.event(kind, presented, path) for kind, path in also)]
 
             async def insert(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
                 await self.store.insert(document, scope, session=session, **meta)
-                return document, 1, [created]
+                return document, 1, created
 
             await self._commit(insert, document["id"], session)
             return document

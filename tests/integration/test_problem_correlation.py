@@ -210,3 +210,27 @@ def test_lifecycle_and_tasks(suite):
     assert final.status_code == 409
     records = client.get(f"{PROBLEMS}/serviceProblemEventRecord?serviceProblem.id={problem['id']}").json()
     assert {r["eventType"] for r in records} >= {"ServiceProblemCreateEvent", "ServiceProblemStateChangeEvent"}
+
+
+def test_sla_violation_without_a_problem_opens_one_that_asks_for_its_root_cause(suite):
+    client = suite
+    covered = service(client, "lonely-vpn", category="CFS")
+    parties = [{"id": "partner-b", "role": "SLAProvider", "@referredType": "Organization"},
+               {"id": "operator", "role": "SLAConsumer", "@referredType": "Organization"}]
+    created = client.post(f"{SLA_API}/sla", json={
+        "name": "Partner B access", "importance": 2, "relatedParty": parties,
+        "relatedEntity": [{"id": covered["id"], "role": "coveredService", "@referredType": "Service"}],
+        "rule": [{"id": "a", "metric": "availability", "operator": ".ge", "referenceValue": 99.9}],
+        "evaluationPeriod": {"kind": "day", "timeZone": "UTC"}})
+    assert created.status_code == 201, created.text
+    samples = [{"metric": "availability", "value": 0, "observedAt": "2026-10-11T00:00:00Z",
+                "service": {"id": covered["id"]}, "interval": 7200}]
+    assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 1
+    [problem] = eventually(lambda: problems(client, "category=SLA violation"))
+    assert problem["priority"] == 2
+    assert problem["status"] == "pending"
+    assert [s["id"] for s in problem["affectedService"]] == [covered["id"]]
+    assert {p["id"] for p in problem["relatedParty"]} == {"partner-b", "operator"}
+    records = client.get(f"{PROBLEMS}/serviceProblemEventRecord?serviceProblem.id={problem['id']}").json()
+    asked = [r for r in records if r["eventType"] == "ServiceProblemInformationRequiredEvent"]
+    assert [r["notification"]["fieldPath"] for r in asked] == ["rootCauseService,rootCauseResource"]
