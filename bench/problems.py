@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
@@ -25,19 +26,23 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pymongo import monitoring
 
 from bench import inventory
 from bench.events import cpu_seconds, percentile, start_process, stop, wait_ready
+from bench.servers import main as serve
 from services.tmf.embedded import EmbeddedDatabase, free_port
 
 HOST = "127.0.0.1"
+SUITE_PROCESS = "--suite-process"  # internal: run the suite (bench/servers.py) counting its database commands
+COMMAND_STATS = "SQM_BENCH_COMMAND_STATS"
 INVENTORY = inventory.INVENTORY
 ALARMS = "/tmf-api/alarmManagement/v4"
 PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
@@ -47,6 +52,7 @@ PAGE = 1000  # the suite's default SQM_PAGE_MAX_LIMIT
 STALL_SECONDS = 60.0  # after the last alarm was sent, no newly correlated alarm for this long ends the wait
 SUBSCRIBE_SECONDS = 90.0
 MAX_POLL_FAILURES = 5
+PROGRESS_SECONDS = 30.0
 IMPACT_SAMPLE = 10  # roots whose impact graph size is reported
 
 
@@ -79,6 +85,7 @@ class Scenario:
     deliveries: dict[str, Any] = field(default_factory=dict)
     impact_nodes: list[int] = field(default_factory=list)
     profile: list[str] = field(default_factory=list)
+    commands: dict[str, list[float]] = field(default_factory=dict)  # "command collection" -> [count, seconds]
 
     @property
     def accepted_per_second(self) -> float:
@@ -111,22 +118,93 @@ def merge_baselines(runs: Sequence[Scenario]) -> Scenario:
 # ---------------------------------------------------------------- processes
 
 
-def start_suite(uri: str, database: str, workdir: Path, correlate: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_suite(uri: str, database: str, workdir: Path, correlate: bool) -> tuple[subprocess.Popen[bytes], str, Path]:
     """The suite as ``sqm serve`` runs it (bench/servers.py). ``sqm serve`` points the problem
     service at its own alarm and SLA hubs and inventory; bench/servers.py does not, so the
     storm's suite gets those variables here, and the baseline's gets them empty (whatever the
-    environment says) so that nothing subscribes to its alarms."""
+    environment says) so that nothing subscribes to its alarms. Returns the process, its URL and
+    the file its database command counts are written to (see ``suite_process``)."""
     port = free_port(HOST)
     url = f"http://{HOST}:{port}"
-    env = {"SQM_PUBLIC_URL": url, "SQM_ALLOW_PRIVATE_CALLBACKS": "true"}
+    stats = workdir / f"commands-{database}.json"
+    env = {"SQM_PUBLIC_URL": url, "SQM_ALLOW_PRIVATE_CALLBACKS": "true", COMMAND_STATS: str(stats)}
     if correlate:
         env.update(SQM_INVENTORY_URL=f"{url}{INVENTORY}", SQM_ALARM_HUB_URL=f"{url}{ALARMS}",
                    SQM_SLA_HUB_URL=f"{url}{SLA}")
     else:
         env.update(SQM_INVENTORY_URL="", SQM_ALARM_HUB_URL="", SQM_SLA_HUB_URL="")
-    process = start_process(["bench.servers", "suite", "--host", HOST, "--port", str(port), "--mongodb-uri", uri,
-                             "--database", database], workdir / f"suite-{database}.log", env)
-    return process, url
+    process = start_process(["bench.problems", SUITE_PROCESS, "suite", "--host", HOST, "--port", str(port),
+                             "--mongodb-uri", uri, "--database", database], workdir / f"suite-{database}.log", env)
+    return process, url, stats
+
+
+class CommandStats(monitoring.CommandListener):
+    """Counts the suite's database commands and their round-trip times per command and
+    collection. SIGUSR1 writes the counts since the last SIGUSR1 to the file named by
+    ``SQM_BENCH_COMMAND_STATS`` and starts counting afresh."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pending: dict[tuple[int, int], str] = {}
+        self.counts: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get("collection") if name == "getMore" else event.command.get(name)
+        self.pending[(event.request_id, event.operation_id or 0)] = (
+            f"{name} {target}" if isinstance(target, str) else name)
+
+    def _finished(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent) -> None:
+        key = self.pending.pop((event.request_id, event.operation_id or 0), event.command_name)
+        self.counts[key] += 1
+        self.seconds[key] += event.duration_micros / 1e6
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._finished(event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._finished(event)
+
+    def dump(self, *_: Any) -> None:
+        counts, seconds = self.counts, self.seconds
+        self.counts, self.seconds = Counter(), defaultdict(float)
+        Path(self.path).write_text(json.dumps({k: [n, seconds[k]] for k, n in counts.items()}))
+
+
+def suite_process(argv: list[str]) -> int:
+    """bench/servers.py with a PyMongo command listener registered before the suite creates
+    its client (a registered listener applies to every client created after)."""
+    path = os.environ.get(COMMAND_STATS)
+    if path:
+        stats = CommandStats(path)
+        monitoring.register(stats)
+        signal.signal(signal.SIGUSR1, stats.dump)
+    return serve(argv)
+
+
+def read_commands(process: subprocess.Popen[bytes], path: Path) -> dict[str, list[float]]:
+    """Ask the suite for its command counts since the last call (SIGUSR1) and read them."""
+    path.unlink(missing_ok=True)
+    if process.poll() is not None:
+        return {}
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            found: dict[str, list[float]] = json.loads(path.read_text())
+            return found
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    return {}
+
+
+def cpu_of(pid: int) -> float:
+    if pid == os.getpid():
+        # This process only, not its children: py-spy's CPU is its own.
+        times = os.times()
+        return times.user + times.system
+    return cpu_seconds(pid)
 
 
 def wait_subscribed(process: subprocess.Popen[bytes], url: str, log: Path) -> str:
@@ -152,10 +230,11 @@ def wait_subscribed(process: subprocess.Popen[bytes], url: str, log: Path) -> st
 
 
 class Profiler:
-    """py-spy sampling the suite and the database server while the storm runs (CPU samples
-    only: idle threads are left out), written as collapsed stacks. py-spy pauses the process
-    for each sample: without that (--nonblocking) coroutine stacks come out garbled and idle
-    waits count as work."""
+    """py-spy sampling the suite and the database server while the storm runs, written as
+    collapsed stacks. Only the thread holding the GIL is sampled (--gil): both are Python
+    processes, so that is where their CPU goes; sampling every thread counts the database's
+    threads waiting in recv as work. py-spy pauses the process for each sample (without that,
+    --nonblocking, coroutine stacks come out garbled), which slows it a little."""
 
     def __init__(self, directory: Path, pids: dict[str, int], rate: int) -> None:
         self.directory = directory
@@ -176,7 +255,7 @@ class Profiler:
         for name, pid in self.pids.items():
             log = open(self.directory / f"{name}.py-spy.log", "ab")  # handed to the child, closed here after
             self.processes[name] = subprocess.Popen(
-                [spy, "record", "--pid", str(pid), "--rate", str(self.rate), "--full-filenames",
+                [spy, "record", "--pid", str(pid), "--rate", str(self.rate), "--gil", "--full-filenames",
                  "--format", "raw", "--output", str(self.directory / f"{name}.txt")],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
             log.close()
@@ -305,16 +384,16 @@ async def run_baseline(scenario: Scenario, url: str, bodies: Sequence[dict[str, 
                        pids: dict[str, int]) -> Scenario:
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60.0, limits=limits) as client:
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = {name: cpu_of(pid) for name, pid in pids.items()}
         await send_alarms(client, bodies, options.concurrency, time.monotonic() + options.max_seconds, scenario,
                           {}, {})
-        scenario.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        scenario.cpu = {name: cpu_of(pid) - cpu_before[name] for name, pid in pids.items()}
     return scenario
 
 
 async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequence[str],
                     bodies: Sequence[dict[str, Any]], options: Options, pids: dict[str, int],
-                    profiler: Profiler | None) -> Scenario:
+                    profiler: Profiler | None, commands: Callable[[], dict[str, list[float]]]) -> Scenario:
     """Send the alarms while polling the problems; stop when every accepted alarm is listed in a
     problem, at the time limit, or when correlation stalls after the last alarm was sent."""
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
@@ -324,7 +403,8 @@ async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequ
     last_problems: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0, limits=limits) as client, \
             httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0) as poller:
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        commands()  # counting starts here
+        cpu_before = {name: cpu_of(pid) for name, pid in pids.items()}
         if profiler is not None:
             profiler.start()
         began = time.monotonic()
@@ -334,6 +414,7 @@ async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequ
         previous_sent = began
         progress_at = began
         failures = 0
+        reported_at = began
         try:
             while True:
                 sent_at = time.monotonic()
@@ -357,6 +438,10 @@ async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequ
                 previous_sent = sent_at
                 # A fresh database: every alarm in a problem is one of ours.
                 scenario.timeline.append((got_at - began, len(seen)))
+                if got_at - reported_at >= PROGRESS_SECONDS:
+                    reported_at = got_at
+                    print(f"  {got_at - began:.0f} s: {len(answered)} alarms accepted, {len(seen)} correlated "
+                          f"in {len(last_problems)} problems", flush=True)
                 if sending.done():
                     if not answered.keys() - seen.keys():
                         scenario.correlation_seconds = got_at - began
@@ -375,9 +460,10 @@ async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequ
             if not sending.done():
                 sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
+            scenario.cpu = {name: cpu_of(pid) - cpu_before[name] for name, pid in pids.items()}
+            scenario.commands = commands()
             if profiler is not None:
                 scenario.profile = profiler.stop()
-        scenario.cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         if not scenario.correlation_seconds:
             # Incomplete: the rate is over the time until the last poll that saw progress.
             scenario.correlation_seconds = progress_at - began
@@ -448,7 +534,7 @@ def measure(database: EmbeddedDatabase, workdir: Path,
         name = f"problems-baseline{number}"
         print(f"measuring the baseline ({options.baseline_alarms} alarms, no problem service subscribed, "
               f"{options.concurrency} concurrent clients) ...", flush=True)
-        suite, url = start_suite(database.uri, name, workdir, correlate=False)
+        suite, url, _ = start_suite(database.uri, name, workdir, correlate=False)
         try:
             wait_ready(suite, url, workdir / f"suite-{name}.log")
             pids = {"suite": suite.pid, "database": database_pid, "load generator": os.getpid()}
@@ -461,7 +547,7 @@ def measure(database: EmbeddedDatabase, workdir: Path,
 
     baseline(1)
     name = "problems-storm"
-    suite, url = start_suite(database.uri, name, workdir, correlate=True)
+    suite, url, stats = start_suite(database.uri, name, workdir, correlate=True)
     log = workdir / f"suite-{name}.log"
     try:
         wait_ready(suite, url, log)
@@ -487,7 +573,7 @@ def measure(database: EmbeddedDatabase, workdir: Path,
             profiler = Profiler(options.profile, {"suite": suite.pid, "database": database_pid},
                                 options.profile_rate)
         storm = asyncio.run(run_storm(Scenario("alarm storm, problem service subscribed", True), url, subscription,
-                                      roots, bodies, options, pids, profiler))
+                                      roots, bodies, options, pids, profiler, lambda: read_commands(suite, stats)))
     finally:
         stop(suite)
     print(f"  {storm.accepted} alarms accepted, {storm.accepted_per_second:.1f}/s; {storm.correlated} correlated, "
@@ -596,9 +682,18 @@ def report(rows: Sequence[Scenario], baselines: Sequence[Scenario], notes: Seque
         if row.errors:
             example, _ = row.errors.most_common(1)[0]
             lines.append(f"- {row.name}: {sum(row.errors.values())} unexpected answers, e.g. {example}")
+    if storm.commands:
+        total = sum(int(n) for n, _ in storm.commands.values())
+        ranked = sorted(storm.commands.items(), key=lambda item: -item[1][1])
+        lines.append(
+            f"- storm: the suite's database commands while the storm ran (PyMongo command listener): {total:,} "
+            f"for {storm.accepted} alarms accepted and {storm.correlated} correlated; by time waited "
+            "(command collection: count, mean round trip, total): " + "; ".join(
+                f"`{key}` {int(n):,}, {1000 * seconds / n:,.1f} ms, {seconds:,.0f} s"
+                for key, (n, seconds) in ranked[:14]) + ".")
     if storm.profile:
-        lines.append(f"- profile (py-spy, {options.profile_rate} samples/s while the storm ran, collapsed stacks in "
-                     f"{options.profile}):")
+        lines.append(f"- profile (py-spy --gil, {options.profile_rate} samples/s while the storm ran, collapsed "
+                     f"stacks in {options.profile}):")
         lines += [f"  - {line}" for line in storm.profile]
     return "\n".join(lines) + "\n"
 
@@ -651,6 +746,9 @@ def parse_args(argv: list[str] | None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SUITE_PROCESS]:
+        return suite_process(argv[1:])
     options = parse_args(argv)
     started = datetime.now(UTC)
     load_before = os.getloadavg()
