@@ -141,6 +141,7 @@ class Correlator:
         key = f"{kind}:{element_id}"
         async with self.lock(key):
             problem = await self.open_problem(key)
+            fresh = problem is None
             if problem is None:
                 problem = await self.reopen_recent(key)
             if problem is None:
@@ -149,10 +150,15 @@ class Correlator:
                 problem = await self.join(problem, alarm)
             impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
                               | ({element_id} if kind == "service" else set()))
-            active = sorted({*problem.get(META, {}).get("activeAlarms", []), alarm["id"]})
-            await self.problems.store.set_meta(problem["id"], "impacted", impacted)
-            await self.problems.store.set_meta(problem["id"], "activeAlarms", active)
-        await self.group_related(problem["id"], kind, element_id, impacted)
+            meta = problem.get(META, {})
+            active = sorted({*meta.get("activeAlarms", []), alarm["id"]})
+            changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
+            if changed:
+                await self.problems.store.set_meta(problem["id"], changed)
+        if fresh:
+            # An alarm joining an open problem changes no grouping: that was settled when the
+            # problem opened, and problems opened later settle it from their side.
+            await self.group_related(problem["id"], kind, element_id, impacted)
 
     async def open_problem(self, key: str) -> dict[str, Any] | None:
         return await self.problems.store.find_one({f"{META}.openRoot": key}, OPERATOR)
@@ -222,9 +228,9 @@ class Correlator:
             return problem
 
         def add(current: dict[str, Any]) -> dict[str, Any]:
-            return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), self.alarm_ref(alarm)],
-                    "trackingRecord": [*(current.get("trackingRecord") or []),
-                                       tracking(f"alarm {alarm['id']} joined this problem")]}
+            # The alarm list is the record of joins: a tracking record per alarm would only
+            # swell the problem in a storm.
+            return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), self.alarm_ref(alarm)]}
 
         return await self.problems.modify(problem["id"], add, OPERATOR, system=True)
 
@@ -237,7 +243,7 @@ class Correlator:
                 if stored is None:
                     continue
                 active = [a for a in stored.get(META, {}).get("activeAlarms", []) if a != alarm["id"]]
-                await self.problems.store.set_meta(problem["id"], "activeAlarms", active)
+                await self.problems.store.set_meta(problem["id"], {"activeAlarms": active})
                 if active or stored.get("status") not in OPEN:
                     continue
 

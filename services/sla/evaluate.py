@@ -332,7 +332,7 @@ class Closer:
                 if period.end > now or (valid_until and text(period.start) >= valid_until):
                     break
                 await self.evaluate(sla, period, close=True)
-                await slas.store.set_meta(sla["id"], "closedThrough", text(period.end))
+                await slas.store.set_meta(sla["id"], {"closedThrough": text(period.end)})
                 closed += 1
                 period = period_containing(period.end, kind, zone)
         return closed

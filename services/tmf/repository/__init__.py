@@ -141,9 +141,9 @@ class ResourceStore:
             return_document=ReturnDocument.AFTER, session=session,
         )
 
-    async def set_meta(self, resource_id: str, key: str, value: Any) -> None:
+    async def set_meta(self, resource_id: str, values: Mapping[str, Any]) -> None:
         """Bookkeeping beside a resource that is not part of it (no new version, no event)."""
-        await self.collection.update_one({"_id": resource_id}, {"$set": {f"{META}.{key}": value}})
+        await self.collection.update_one({"_id": resource_id}, {"$set": {f"{META}.{k}": v for k, v in values.items()}})
 
     async def delete(self, resource_id: str, scope: AccessScope, *,
                      session: AsyncClientSession | None = None) -> dict[str, Any] | None:
