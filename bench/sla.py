@@ -21,9 +21,11 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,13 +33,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pymongo import AsyncMongoClient
+# The same filter `sqm serve` applies: connexion imports starlette's test client, which warns.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
-from bench.events import cpu_seconds, start_process
-from bench.inventory import Row, stop, wait_ready
-from services.sla.repository import BUCKET_SECONDS, BUCKETS, MeasurementStore, StoredSample
-from services.tmf.embedded import EmbeddedDatabase, free_port
+import httpx  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+
+from bench.events import cpu_seconds, start_process  # noqa: E402
+from bench.inventory import Row, stop, wait_ready  # noqa: E402
+from services.sla.repository import BUCKET_SECONDS, BUCKETS, MeasurementStore, StoredSample  # noqa: E402
+from services.tmf.embedded import EmbeddedDatabase, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 SLA_API = "/tmf-api/slaManagement/v4"
@@ -64,6 +69,7 @@ DOWNTIMES = (60, 240, 480)
 LATENCY_EVERY_MINUTES = 5  # the collector sends a latency.p95 sample per service every 5 minutes
 WARMUP_BATCHES = 4
 READ_SAMPLE = 250  # SLAs whose month the read baseline reads
+COMMANDS_SHOWN = 6
 # The SLA with a full month of one-minute samples: three outages, 100 minutes in all (99.776 %).
 FULL_OUTAGES = ((datetime(2026, 10, 10, 10, 0, tzinfo=UTC), 30), (datetime(2026, 10, 20, 3, 0, tzinfo=UTC), 30),
                 (datetime(2026, 10, 30, 15, 0, tzinfo=UTC), 40))
@@ -223,7 +229,7 @@ def expected_result(index: int, probe_minutes: int) -> tuple[float, float]:
     probes = OCTOBER_MINUTES // probe_minutes
     down = math.ceil(downtime_of(index) / probe_minutes)
     actual = (probes - down) / probes * 100
-    percent = 0
+    percent: float = 0
     if actual < 99.9:
         percent = max(t["rebatePercent"] for t in TIERS if actual < t["threshold"])
     return round(actual, 4), CHARGE * percent / 100
@@ -318,24 +324,65 @@ class Measured:
     unit: str
     note: str = ""
     cpu: dict[str, float] = field(default_factory=dict)
+    commands: dict[CommandKey, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def items_per_second(self) -> float:
         return self.items / self.run.row.seconds if self.run.row.seconds > 0 else 0.0
 
 
-class Cpu:
-    """CPU seconds used by each process between ``start`` and ``stop``."""
+CommandKey = tuple[str, str, str]  # command, collection, filter fields
 
-    def __init__(self, pids: dict[str, int]) -> None:
+
+class Cpu:
+    """CPU seconds used by each process between ``start`` and ``stop``, and the suite's database
+    commands in that time (``commands``: count and round-trip seconds per command, collection
+    and filter fields), from bench/sla_server.py's command listener."""
+
+    def __init__(self, pids: dict[str, int], stats: Path | None = None) -> None:
         self.pids = pids
+        self.stats = stats
+        self.seq = 0
         self.before: dict[str, float] = {}
+        self.commands_before: dict[CommandKey, tuple[int, float]] = {}
+        self.commands: dict[CommandKey, tuple[int, float]] = {}
+
+    def _commands(self) -> dict[CommandKey, tuple[int, float]]:
+        if self.stats is None:
+            return {}
+        self.seq += 1
+        os.kill(self.pids["suite"], signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                found = json.loads(self.stats.read_text())
+            except (OSError, ValueError):
+                found = {}
+            if found.get("seq", 0) >= self.seq:
+                self.seq = found["seq"]
+                return {(name, collection, fields): (count, seconds)
+                        for name, collection, fields, count, seconds in found["commands"]}
+            time.sleep(0.01)
+        return {}
+
+    def measured(self, name: str, run: Run, items: int, unit: str) -> Measured:
+        """The row of what ran since ``start``, with what it used."""
+        used = self.stop()
+        return Measured(name, run, items, unit, cpu=used, commands=self.commands)
 
     def start(self) -> None:
+        self.commands_before = self._commands()
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
-        return {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        after = self._commands()
+        self.commands = {}
+        for key, (count, seconds) in after.items():
+            count_before, seconds_before = self.commands_before.get(key, (0, 0.0))
+            if count > count_before:
+                self.commands[key] = (count - count_before, seconds - seconds_before)
+        return used
 
 
 # ---------------------------------------------------------------- the run
@@ -388,7 +435,8 @@ def close_body(sla_id: str, close: bool = True) -> bytes:
 
 
 async def total_count(client: httpx.AsyncClient, path: str) -> int:
-    response = await client.get(f"{SLA_API}{path}", params={"limit": "1"})
+    # In the path itself: httpx's params= would replace the path's query string.
+    response = await client.get(f"{SLA_API}{path}{'&' if '?' in path else '?'}limit=1")
     return int(response.headers.get("x-total-count", "-1"))
 
 
@@ -430,7 +478,7 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
         cpu.start()
         run = await run_jobs(len(measured), lambda i: plain.insert_many(docs[WARMUP_BATCHES + i]),
                              concurrency=options.concurrency, max_seconds=options.max_seconds)
-        return Measured(name, run, run.row.requests * options.batch, "samples", cpu=cpu.stop())
+        return cpu.measured(name, run, run.row.requests * options.batch, "samples")
 
     async def direct_add() -> Measured:
         rows = [stored(batch) for batch in covered]
@@ -439,8 +487,8 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
         cpu.start()
         run = await run_jobs(len(measured), lambda i: direct.add(rows[WARMUP_BATCHES + i]),
                              concurrency=options.concurrency, max_seconds=options.max_seconds)
-        return Measured("MeasurementStore.add alone (hour buckets, PyMongo bulk upserts, no HTTP)", run,
-                        run.row.requests * options.batch, "samples", cpu=cpu.stop())
+        return cpu.measured("MeasurementStore.add alone (hour buckets, PyMongo bulk upserts, no HTTP)", run,
+                        run.row.requests * options.batch, "samples")
 
     async def through_api(name: str, stream: list[list[dict[str, Any]]]) -> Measured:
         bodies = [encode(batch) for batch in stream]
@@ -449,7 +497,7 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
         cpu.start()
         run = await run_jobs(len(measured), lambda i: post_json(suite, "/measurement", bodies[WARMUP_BATCHES + i]),
                              concurrency=options.concurrency, max_seconds=options.max_seconds)
-        return Measured(name, run, sum(r["accepted"] for r in run.results if r), "samples", cpu=cpu.stop())
+        return cpu.measured(name, run, sum(r["accepted"] for r in run.results if r), "samples")
 
     plan: list[tuple[str, Callable[[], Awaitable[Measured]]]] = [
         ("baseline", lambda: baseline("baseline: insert_many, one document per sample (PyMongo)")),
@@ -530,8 +578,8 @@ async def seed_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict[st
     cpu.start()
     seeding = await run_jobs(len(bodies), lambda i: post_json(suite, "/measurement", bodies[i]),
                              concurrency=options.concurrency)
-    seeded = Measured("POST /measurement, the closing SLAs' down probes (all down: an early check per SLA)",
-                      seeding, sum(r["accepted"] for r in seeding.results if r), "samples", cpu=cpu.stop())
+    seeded = cpu.measured("POST /measurement, the closing SLAs' down probes (all down: an early check per SLA)",
+                      seeding, sum(r["accepted"] for r in seeding.results if r), "samples")
     raised = sum(r["violationsRaised"] for r in seeding.results if r)
     per_batch = [len({s["service"]["id"] for s in batch}) for batch in downs]
     violators = sum(1 for i in range(slas) if downtime_of(i))
@@ -566,8 +614,8 @@ async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict
           flush=True)
     cpu.start()
     reads = await run_jobs(sampled, lambda i: read_month(i * slas // sampled), concurrency=options.concurrency)
-    read_row = Measured("baseline: find() of one SLA's October buckets (PyMongo), the read a close makes", reads,
-                        sampled, "SLAs", cpu=cpu.stop())
+    read_row = cpu.measured("baseline: find() of one SLA's October buckets (PyMongo), the read a close makes", reads,
+                        sampled, "SLAs")
     read_row.note = (f"{sum(len(r) for r in reads.results if r) / max(1, sampled):.0f} bucket documents per SLA, "
                      f"{total_buckets:,} in the collection"
                      + ("; no index on the collection (--as-shipped): every read scans it" if options.as_shipped
@@ -577,15 +625,15 @@ async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict
         # What every read of a month costs as the suite ships (no index on the buckets): a scan.
         cpu.start()
         scans = await run_jobs(1, lambda i: read_month(i, hint=[("$natural", 1)]), concurrency=1)
-        results.closing.append(Measured("the same find() as a collection scan (hint $natural), as without the index",
-                                        scans, 1, "SLAs", cpu=cpu.stop()))
+        results.closing.append(cpu.measured(
+            "the same find() as a collection scan (hint $natural), as without the index", scans, 1, "SLAs"))
 
     for label in ("close October (POST /slaEvaluation, close=true)", "close again (idempotent)"):
         print(f"{label}: {slas} SLAs, {options.concurrency} concurrent clients ...", flush=True)
         cpu.start()
         closed = await run_jobs(slas, lambda i: post_json(suite, "/slaEvaluation", close_body(ids[i])),
                                 concurrency=options.concurrency)
-        row = Measured(f"{label}, {probes} samples per SLA", closed, slas, "SLAs", cpu=cpu.stop())
+        row = cpu.measured(f"{label}, {probes} samples per SLA", closed, slas, "SLAs")
         wrong = 0
         for i, evaluation in enumerate(closed.results):
             if evaluation is None:
@@ -608,15 +656,17 @@ async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict
                              f"{percentile(free, 0.5):.0f} ms without")
             row.note += "; " + ", ".join(parts)
         results.closing.append(row)
-        print(f"  {closed.row.seconds:.1f} s, {closed.row.throughput:.1f} SLAs/s, p50 {closed.row.percentile(0.5):.0f} ms, "
-              f"p99 {closed.row.percentile(0.99):.0f} ms" + (f"; {sum(closed.row.errors.values())} failed"
-                                                              if closed.row.errors else ""), flush=True)
+        print(f"  {closed.row.seconds:.1f} s, {closed.row.throughput:.1f} SLAs/s, "
+              f"p50 {closed.row.percentile(0.5):.0f} ms, p99 {closed.row.percentile(0.99):.0f} ms"
+              + (f"; {sum(closed.row.errors.values())} failed" if closed.row.errors else ""), flush=True)
         if label.startswith("close October") and closed.row.errors:
             # A close that failed half-way is completed by closing again (closing is idempotent).
-            retried = [i for i, e in enumerate(closed.results) if e is None]
-            again = await run_jobs(len(retried), lambda k: post_json(suite, "/slaEvaluation",
-                                                                     close_body(ids[retried[k]])),
-                                   concurrency=1)
+            retried = [ids[i] for i, e in enumerate(closed.results) if e is None]
+
+            async def close_again(k: int, retried: list[str] = retried) -> Any:
+                return await post_json(suite, "/slaEvaluation", close_body(retried[k]))
+
+            again = await run_jobs(len(retried), close_again, concurrency=1)
             row.note += (f"; the {len(retried)} failed closes closed again one at a time: "
                          f"{len(retried) - sum(again.row.errors.values())} succeeded")
 
@@ -632,8 +682,8 @@ async def check_settlement(suite: httpx.AsyncClient, expected: list[tuple[float,
     provisional = await total_count(suite, "/slaViolation?status=provisional")
     response = await suite.get(f"{SLA_API}/settlementStatement", params={"party.id": PROVIDER})
     statements = response.json() if response.status_code in (200, 206) else []
-    note = (f"after closing: {rebates} rebates (expected {violators}), {final} final and {provisional} provisional "
-            f"violations (the intake rows' SLAs stay provisional: they are not closed)")
+    note = (f"after closing: {rebates} rebates (expected {violators}), {final} final violations (expected "
+            f"{violators}) and {provisional} provisional ones (the intake rows' SLAs', which are not closed)")
     if statements:
         statement = statements[0]
         lines = len(statement.get("line", []))
@@ -641,8 +691,9 @@ async def check_settlement(suite: httpx.AsyncClient, expected: list[tuple[float,
         note += (f"; the statement of '{PROVIDER}' (payer of every rebate) has {lines} lines and owes {owed} EUR "
                  f"(expected {violators} lines, {total:,.2f} EUR)")
         if lines != violators:
-            note += (": lines were lost — concurrent closes each recompute the statement from the rebates they "
-                     "read, and the last write wins (see the README)")
+            note += (": lines were lost (Closer.statement computes the statement from the rebates it read, and "
+                     "modify() re-applies that body after a version conflict, so a close can overwrite the lines "
+                     "of rebates written after its read)")
     else:
         note += f"; no settlement statement for '{PROVIDER}' ({response.status_code})"
     results.notes.append(note)
@@ -656,23 +707,24 @@ async def measure_full_resolution(suite: httpx.AsyncClient, options: Options, re
     bodies = [encode(batch) for batch in stream]
     cpu.start()
     seeding = await run_jobs(len(bodies), lambda i: post_json(suite, "/measurement", bodies[i]), concurrency=1)
-    seeded = Measured("POST /measurement, one service's month of one-minute samples, one batch at a time",
-                      seeding, sum(r["accepted"] for r in seeding.results if r), "samples", cpu=cpu.stop())
+    seeded = cpu.measured("POST /measurement, one service's month of one-minute samples, one batch at a time",
+                      seeding, sum(r["accepted"] for r in seeding.results if r), "samples")
     down = [i for i, batch in enumerate(stream) if has_down(batch)]
+    others = [s for i, s in seeding.latency_of.items() if i not in down]
     seeded.note = ("batches holding down samples (the early check then loads the month so far): "
                    + ", ".join(f"#{i} {seeding.latency_of[i] * 1000:.0f} ms" for i in down)
-                   + f"; the other batches p50 {percentile([s for i, s in seeding.latency_of.items() if i not in down], 0.5):.0f} ms"
+                   + f"; the other batches p50 {percentile(others, 0.5):.0f} ms"
                    + f"; {sum(r['violationsRaised'] for r in seeding.results if r)} provisional violation raised")
     results.ingestion.append(seeded)
     cpu.start()
     evaluated = await run_jobs(FULL_EVALUATIONS, lambda i: post_json(suite, "/slaEvaluation",
                                                                      close_body(sla_id, close=False)), concurrency=1)
-    results.closing.append(Measured(f"evaluate October without closing, {OCTOBER_MINUTES:,} samples (1 SLA, "
-                                    f"{FULL_EVALUATIONS} times)", evaluated, FULL_EVALUATIONS, "SLAs", cpu=cpu.stop()))
+    results.closing.append(cpu.measured(f"evaluate October without closing, {OCTOBER_MINUTES:,} samples (1 SLA, "
+                                    f"{FULL_EVALUATIONS} times)", evaluated, FULL_EVALUATIONS, "SLAs"))
     for label in ("close October", "close again (idempotent)"):
         cpu.start()
         closed = await run_jobs(1, lambda i: post_json(suite, "/slaEvaluation", close_body(sla_id)), concurrency=1)
-        row = Measured(f"{label}, {OCTOBER_MINUTES:,} samples (1 SLA)", closed, 1, "SLAs", cpu=cpu.stop())
+        row = cpu.measured(f"{label}, {OCTOBER_MINUTES:,} samples (1 SLA)", closed, 1, "SLAs")
         evaluation = closed.results[0]
         if evaluation:
             row.note = (f"availability {evaluation['ruleResult'][0]['actualValue']} %, "
@@ -683,9 +735,9 @@ async def measure_full_resolution(suite: httpx.AsyncClient, options: Options, re
         print(f"  {row.name}: p50 {row.run.row.percentile(0.5):.0f} ms", flush=True)
 
 
-async def measure(suite_url: str, uri: str, options: Options, pids: dict[str, int]) -> Results:
+async def measure(suite_url: str, uri: str, options: Options, pids: dict[str, int], stats: Path) -> Results:
     results = Results()
-    cpu = Cpu(pids)
+    cpu = Cpu(pids, stats)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     # trust_env=False: no proxy from the environment ever sees these loopback requests.
     async with httpx.AsyncClient(base_url=suite_url, limits=limits, timeout=600.0, trust_env=False) as suite:
@@ -797,6 +849,16 @@ def report(results: Results, options: Options, started: datetime, elapsed: float
         if m.cpu:
             used = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in m.cpu.items())
             lines.append(f"- CPU time during '{m.name}' ({m.run.row.seconds:.1f} s): {used}")
+    for m in [*results.ingestion, *results.closing]:
+        if m.commands and m.run.row.seconds >= 1:
+            top = sorted(m.commands.items(), key=lambda item: -item[1][1])[:COMMANDS_SHOWN]
+            shown = "; ".join(f"{name} {collection}" + (f" {{{fields}}}" if fields else "")
+                              + f" {count:,} x {seconds / count * 1000:,.1f} ms = {seconds:,.1f} s"
+                              for (name, collection, fields), (count, seconds) in top)
+            count = sum(c for c, _ in m.commands.values())
+            seconds = sum(t for _, t in m.commands.values())
+            lines.append(f"- the suite's database commands during '{m.name}' ({count:,} commands, {seconds:,.1f} s of "
+                         f"round trips in all), the most costly: {shown}")
     return "\n".join(lines) + "\n"
 
 
@@ -857,15 +919,17 @@ def main(argv: list[str] | None = None) -> int:
         with EmbeddedDatabase(str(workdir / "db"), log_path=workdir / "database.log") as database:
             port = free_port(HOST)
             url = f"http://{HOST}:{port}"
+            stats = workdir / "commands.json"
             args = ["bench.sla_server", "--host", HOST, "--port", str(port), "--mongodb-uri", database.uri,
-                    "--database", DATABASE, "--now", stamp(NOW)]
+                    "--database", DATABASE, "--now", stamp(NOW), "--command-stats", str(stats)]
             if options.profile is not None:
                 args += ["--profile", str(options.profile.resolve())]
-            suite = start_process(args, workdir / "suite.log", {"SQM_SLA_CLOSE_INTERVAL_SECONDS": CLOSE_INTERVAL_SECONDS})
+            suite = start_process(args, workdir / "suite.log",
+                                  {"SQM_SLA_CLOSE_INTERVAL_SECONDS": CLOSE_INTERVAL_SECONDS})
             wait_ready(suite, url, workdir / "suite.log")
             assert database.process is not None
             pids = {"suite": suite.pid, "database": database.process.pid, "load generator": os.getpid()}
-            results = asyncio.run(measure(url, database.uri, options, pids))
+            results = asyncio.run(measure(url, database.uri, options, pids, stats))
             stop(suite)
     except BaseException:
         if suite is not None:

@@ -179,11 +179,14 @@ class ResourceApi:
                             max_limit=self.settings.page_max_limit)
         mongo_query = conditions_to_mongo(query.conditions, self.index, self.settings.regex_max_length)
         scope = scope_of(request, self.settings)
-        total = await self.store.count(mongo_query, scope)
         items = []
-        if query.limit > 0 and query.offset < total:
+        if query.limit > 0:
             items = await self.store.find(mongo_query, scope, fields=projection(query.fields),
                                           sort=query.sort, skip=query.offset, limit=query.limit)
+        # A first page shorter than the limit is the whole result: counting it again would
+        # cost a second pass over the collection.
+        short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
+        total = len(items) if short else await self.store.count(mongo_query, scope)
         body = [self.present(item, query.fields) for item in items]
         complete = query.offset == 0 and len(body) == total
         return json_response(body, 200 if complete else 206,
