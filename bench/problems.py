@@ -199,6 +199,19 @@ def read_commands(process: subprocess.Popen[bytes], path: Path) -> dict[str, lis
     return {}
 
 
+def code_version() -> str:
+    """The commit the suite runs, and whether the work tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git work tree)"
+    return f"{commit}" + (" with uncommitted changes" if dirty else "")
+
+
 def cpu_of(pid: int) -> float:
     if pid == os.getpid():
         # This process only, not its children: py-spy's CPU is its own.
@@ -547,6 +560,7 @@ def measure(database: EmbeddedDatabase, workdir: Path,
 
     baseline(1)
     name = "problems-storm"
+    notes.append(f"code: commit {code_version()} when the storm's suite started")
     suite, url, stats = start_suite(database.uri, name, workdir, correlate=True)
     log = workdir / f"suite-{name}.log"
     try:

@@ -868,7 +868,7 @@ def report(results: Results, options: Options, started: datetime, elapsed: float
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.sla", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 50 SLAs to close, 20 intake services, 30 batches and 5 s per intake row")
+                        help="smoke run: 50 SLAs to close, 20 intake services, 20 batches and 3 s per intake row")
     parser.add_argument("--services", type=int, default=None, help="services in the intake stream (default 100)")
     parser.add_argument("--batches", type=int, default=None, help="measured batches per intake row (default 200)")
     parser.add_argument("--batch", type=int, default=1000, help="samples per batch (default 1000, at most 5000)")
@@ -889,7 +889,7 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="run the suite under cProfile and write its statistics to this file")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown result file (default {RESULTS})")
     args = parser.parse_args(argv)
-    defaults = (20, 30, 5.0, 50) if args.quick else (100, 200, 25.0, 1000)
+    defaults = (20, 20, 3.0, 50) if args.quick else (100, 200, 25.0, 1000)
     options = Options(
         services=args.services if args.services is not None else defaults[0],
         batches=args.batches if args.batches is not None else defaults[1],
