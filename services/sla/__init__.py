@@ -21,6 +21,7 @@ from services.tmf.scope import scope_of
 from .evaluate import Closer, parse_time
 from .evaluation import METRICS, Period
 from .measurements import Intake
+from .repository import MeasurementStore
 from .rules import SlaRules
 
 log = structlog.get_logger("sla")
@@ -80,6 +81,8 @@ def sla_handlers(context: ApiContext) -> dict[str, Handler]:
 
 async def close_periods(context: ApiContext) -> None:
     """Close SLA periods as they end, for as long as the service runs."""
+    # The measurement buckets are not a TMF resource, so their index is made here, first.
+    await MeasurementStore(context.db).ensure_indexes()
     while True:
         try:
             closed = await Closer(context).close_due()
