@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
+from services.tmf import outgoing
 from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, OPERATOR, public
@@ -63,7 +64,7 @@ class ImpactCache:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         path = f"/resourceImpact/{element_id}" if kind == "resource" else f"/service/{element_id}/impact"
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with outgoing.client(30) as client:
             response = await client.get(f"{self.inventory_url}{path}")
         graph: dict[str, Any] | None = response.json() if response.status_code == 200 else None
         if response.status_code not in (200, 404):
@@ -75,7 +76,7 @@ class ImpactCache:
 
     async def get_json(self, url: str) -> dict[str, Any] | None:
         try:
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with outgoing.client(30) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
             return None

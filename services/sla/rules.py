@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from services.tmf import outgoing
 from services.tmf.errors import BadRequest, Conflict
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import OPERATOR, AccessScope
@@ -115,7 +116,7 @@ class SlaRules(ResourceRules):
         if not inventory or not services:
             return services
         missing = []
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with outgoing.client(5) as client:
             for service_id in services:
                 try:
                     response = await client.get(f"{inventory}/service/{service_id}", params={"fields": "none"})

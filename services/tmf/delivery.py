@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from . import outgoing
 from .events import listener_path
 from .repository.events import EventStore, Outcome, utcnow
 from .settings import Settings
@@ -79,8 +80,7 @@ class Dispatcher:
     def __init__(self, store: EventStore, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.client = client or httpx.AsyncClient(timeout=settings.delivery_timeout_seconds,
-                                                  follow_redirects=False)
+        self.client = client or outgoing.client(settings.delivery_timeout_seconds)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._in_flight: Counter[str] = Counter()

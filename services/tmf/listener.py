@@ -13,6 +13,7 @@ import httpx
 import structlog
 from starlette.responses import Response
 
+from . import outgoing
 from .errors import BadRequest
 from .events import now_text
 from .resource import Handler
@@ -72,7 +73,7 @@ class ListenerApi:
         if not hub:
             return None
         body = {"callback": self.context.public_base, "query": self.consumption.query()}
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with outgoing.client(5) as client:
             for _ in range(attempts):
                 try:
                     response = await client.post(f"{hub.rstrip('/')}/hub", json=body)
