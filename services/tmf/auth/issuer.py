@@ -23,7 +23,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -89,6 +92,18 @@ def _thumbprint(jwk: dict[str, Any]) -> str:
     # RFC 7638: SHA-256 over the required members in lexicographic order, without whitespace.
     canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def check_client(name: str, party_id: str, role: str, scopes: Iterable[str] | None) -> tuple[str, ...]:
+    """Validate a new client's attributes (ValueError says what is wrong); returns the scopes
+    it gets: those given, or its role's defaults."""
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ValueError(f"the client name must be 1 to {MAX_NAME_LENGTH} printable characters")
+    if not PARTY_ID.fullmatch(party_id):
+        raise ValueError("the party id must be 1 to 128 letters, digits or ._:@- , starting with a letter or digit")
+    if role not in ROLES:
+        raise ValueError(f"the role must be one of {', '.join(ROLES)}")
+    return check_scopes(scopes) if scopes is not None else DEFAULT_SCOPES[role]
 
 
 @dataclass(frozen=True)
@@ -150,23 +165,17 @@ class TokenIssuer:
 
     # -- clients ---------------------------------------------------------------------------
 
-    async def register(self, name: str, party_id: str, role: str,
-                       scopes: Iterable[str] | None = None) -> NewClient:
+    async def register(self, name: str, party_id: str, role: str, scopes: Iterable[str] | None = None,
+                       grant_types: Iterable[str] = (CLIENT_CREDENTIALS,)) -> NewClient:
         """Register a client; the secret is returned here and nowhere else. ValueError says
         which argument is wrong; Conflict means the name is taken."""
-        if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-            raise ValueError(f"the client name must be 1 to {MAX_NAME_LENGTH} printable characters")
-        if not PARTY_ID.fullmatch(party_id):
-            raise ValueError("the party id must be 1 to 128 letters, digits or ._:@- , starting with a letter or digit")
-        if role not in ROLES:
-            raise ValueError(f"the role must be one of {', '.join(ROLES)}")
-        granted = check_scopes(scopes) if scopes is not None else DEFAULT_SCOPES[role]
+        granted = check_client(name, party_id, role, scopes)
         # Hex: URL-safe, and never starts with "-", which a command line would take for an option.
         client_id = secrets.token_hex(12)
         secret = secrets.token_urlsafe(32)
         secret_hash = await asyncio.to_thread(hash_secret, secret)
         await self.clients.add({"_id": client_id, "name": name, "party_id": party_id, "role": role,
-                                "scopes": list(granted), "grant_types": [CLIENT_CREDENTIALS],
+                                "scopes": list(granted), "grant_types": list(grant_types),
                                 "secret_hash": secret_hash, "created": self.clock()})
         return NewClient(client_id, secret)
 
@@ -298,6 +307,23 @@ class TokenIssuer:
                 "scopes are separated by single spaces"
             raise OAuthError("invalid_scope", f"{detail}; allowed: {' '.join(allowed)}")
         return client, [s for s in allowed if s in wanted]
+
+
+def issuer_app(issuer: TokenIssuer, mongodb_uri: str, database: str) -> Starlette:
+    """The issuer alone as an ASGI app on its own database connection (a gateway in front of
+    separate API processes, or tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, serverSelectionTimeoutMS=5000)
+        try:
+            issuer.connect(client[database])
+            await issuer.start()
+            yield
+        finally:
+            await client.close()
+
+    return Starlette(routes=issuer.routes(), lifespan=lifespan)
 
 
 async def _read_form(request: Request) -> dict[str, str]:
