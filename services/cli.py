@@ -21,6 +21,7 @@ import uvicorn  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
+from services import clients  # noqa: E402
 from services.app import create_app  # noqa: E402
 from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError  # noqa: E402
 from services.tmf.logging import configure_logging  # noqa: E402
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", default="./.sqm", help="where the embedded database keeps its data (default ./.sqm)")
     run.add_argument("--mongodb-uri", default=None,
                      help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    clients.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "client":
+        return clients.run(args)
     return serve(args)
 
 

@@ -23,6 +23,8 @@ class TmfError(Exception):
 
     status = 400
     reason = "Bad request"
+    # Response headers the error requires (``WWW-Authenticate`` on a 401).
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
                  code: str | None = None) -> None:
@@ -41,6 +43,29 @@ class TmfError(Exception):
 class BadRequest(TmfError):
     status = 400
     reason = "Bad request"
+
+
+class Unauthorized(TmfError):
+    """No usable credentials (RFC 6750): ``challenge`` is the ``WWW-Authenticate`` value."""
+
+    status = 401
+    reason = "Unauthorized"
+
+    def __init__(self, message: str, *, challenge: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(TmfError):
+    """Authenticated, but not allowed to do this; ``challenge`` is set for a missing scope."""
+
+    status = 403
+    reason = "Forbidden"
+
+    def __init__(self, message: str, *, challenge: str | None = None) -> None:
+        super().__init__(message)
+        if challenge is not None:
+            self.headers = {"WWW-Authenticate": challenge}
 
 
 class NotFound(TmfError):
@@ -108,7 +133,7 @@ def _reason(status: int) -> str:
 
 def handle_tmf_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, TmfError)
-    return _response(exc.status, exc.reason, exc.message)
+    return _response(exc.status, exc.reason, exc.message, exc.headers)
 
 
 def handle_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
