@@ -11,7 +11,8 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 253}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 _HOSTNAME = {"type": "string", "maxLength": 253,
              "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
-_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_DURATION = {"type": "string",
+             "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
 _METADATA = {"type": "object", "required": ["name"], "properties": {"name": _NAME}}
 
 
@@ -60,7 +61,8 @@ SERVICE_MONITOR = _resource("monitoring.coreos.com/v1", "ServiceMonitor", {
             "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
             "matchExpressions": {"type": "array", "items": {
                 "type": "object", "required": ["key", "operator"],
-                "properties": {"key": {"type": "string"}, "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                "properties": {"key": {"type": "string"},
+                               "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
                                "values": {"type": "array", "items": {"type": "string"}}}}}}},
         "endpoints": {"type": "array", "minItems": 1, "items": {
             "type": "object", "additionalProperties": False,

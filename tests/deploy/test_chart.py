@@ -148,7 +148,8 @@ def test_services_pdbs_and_hpas_select_their_own_workload(scenario: str) -> None
     rendered = render_scenario(scenario)
     deployments = rendered.of_kind("Deployment")
     for service in rendered.of_kind("Service"):
-        chosen = [w for w in rendered.workloads() if selects({"matchLabels": service["spec"]["selector"]}, pod_labels(w))]
+        selector = {"matchLabels": service["spec"]["selector"]}
+        chosen = [w for w in rendered.workloads() if selects(selector, pod_labels(w))]
         assert [w["metadata"]["name"] for w in chosen] == [service["metadata"]["name"]]
     for budget in rendered.of_kind("PodDisruptionBudget"):
         chosen = [d for d in deployments if selects(budget["spec"]["selector"], pod_labels(d))]
@@ -434,7 +435,8 @@ def test_the_schema_refuses_unknown_keys_and_unsafe_security_settings() -> None:
     values["apis"] = {"serviceInventry": {"enabled": True}}
     assert "serviceInventry" in _refusal(values)
     values = load_values("defaults")
-    values["securityContext"] = {"runAsNonRoot": True, "readOnlyRootFilesystem": False, "allowPrivilegeEscalation": False}
+    values["securityContext"] = {"runAsNonRoot": True, "readOnlyRootFilesystem": False,
+                                 "allowPrivilegeEscalation": False}
     assert "/securityContext/readOnlyRootFilesystem" in _refusal(values)
 
 
