@@ -77,6 +77,7 @@ _ODA_API = {
     "additionalProperties": False,
     "properties": {
         "name": {"type": "string", "minLength": 1},
+        "id": {"type": "string", "pattern": "^TMF[0-9]{3}$"},
         "specification": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https?://"}},
         "apiType": {"enum": ["openapi", "prometheus"]},
         "implementation": _NAME,
