@@ -227,8 +227,6 @@ _UNSUPPORTED = (
     ("invalid perl operator: (?!", "a negative look-ahead (?!...)"),
     ("invalid perl operator: (?<=", "a look-behind (?<=...)"),
     ("invalid perl operator: (?<!", "a negative look-behind (?<!...)"),
-    ("invalid perl operator: (?P=", "a back-reference (?P=name)"),
-    ("invalid perl operator: (?P>", "a recursion (?P>name)"),
     ("invalid perl operator: (?R", "a recursion (?R)"),
     ("invalid perl operator: (?#", "a comment (?#...)"),
     ("invalid escape sequence: \\k", "a back-reference \\k<name>"),
@@ -254,6 +252,10 @@ def compile_regex(pattern: str, path: str, max_length: int) -> Any:
         detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) \
             else str(exc)
     construct = next((name for prefix, name in _UNSUPPORTED if detail.startswith(prefix)), None)
+    if construct is None and detail == "invalid perl operator: (?P":
+        # RE2 quotes only "(?P"; the pattern says which construct it stopped at.
+        construct = ("a back-reference (?P=name)" if "(?P=" in pattern
+                     else "a recursion (?P>name)" if "(?P>" in pattern else None)
     if construct is None and _BACK_REFERENCE.match(detail):
         construct = "a back-reference \\1"
     if construct is None and _VERBOSE_FLAG.match(detail):
