@@ -17,6 +17,7 @@ from .query import (
     compile_regex,
     normalize_date_time,
     parse_filter_assertions,
+    regex_search,
     split_assertions,
     values_at,
 )
@@ -144,7 +145,7 @@ def _compare(actual: Any, operator: str, wanted: Any) -> bool:
 
 def _holds(test: _Test, actual: list[Any]) -> bool:
     if test.operator == "regex":
-        return any(isinstance(a, str) and p.search(a) is not None for a in actual for p in test.patterns)
+        return any(isinstance(a, str) and regex_search(p, a) for a in actual for p in test.patterns)
     if test.operator == "ne":
         return not any(_compare(a, "eq", w) for a in actual for w in test.values)
     if test.operator == "eq":

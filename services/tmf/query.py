@@ -248,6 +248,8 @@ def compile_regex(pattern: str, path: str, max_length: int) -> Any:
         raise BadRequest(f"regex for '{path}' is longer than {max_length} characters")
     try:
         return re2.compile(pattern, _RE2_OPTIONS)
+    except UnicodeEncodeError:
+        raise BadRequest(f"regex for '{path}' is not valid Unicode text") from None
     except re2.error as exc:
         detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) \
             else str(exc)
@@ -263,12 +265,6 @@ def compile_regex(pattern: str, path: str, max_length: int) -> Any:
     if construct is not None:
         raise BadRequest(f"regex for '{path}' uses {construct}, which is not supported: {_LINEAR_ONLY}")
     raise BadRequest(f"regex for '{path}' is invalid: {detail}")
-
-
-def check_regex(pattern: str, path: str, max_length: int) -> str:
-    """Refuse a pattern RE2 cannot run (see :func:`compile_regex`); return it unchanged."""
-    compile_regex(pattern, path, max_length)
-    return pattern
 
 
 # Escapes every engine reads alike: an escaped ASCII punctuation character is that character.
@@ -327,6 +323,15 @@ def database_pattern(pattern: str) -> str | None:
     return "".join("\\z" if t == "$" else t for t in tokens)
 
 
+def regex_search(pattern: Any, text: str) -> bool:
+    """Whether an RE2 ``pattern`` (from :func:`compile_regex`) matches somewhere in ``text``."""
+    try:
+        return pattern.search(text) is not None
+    except UnicodeEncodeError:
+        # RE2 reads UTF-8; a lone surrogate (possible in JSON text) cannot match anything.
+        return pattern.search(text.encode("utf-8", "replace").decode("utf-8")) is not None
+
+
 def values_at(node: Any, path: list[str]) -> list[Any]:
     """The values at a dotted path, looking through arrays at every step as MongoDB does."""
     if not path:
@@ -348,7 +353,7 @@ class TextMatch:
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         texts = [v for v in values_at(document, self.path.split(".")) if isinstance(v, str)]
-        return any(p.search(t) is not None for t in texts for p in self.patterns)
+        return any(regex_search(p, t) for t in texts for p in self.patterns)
 
 
 @dataclass

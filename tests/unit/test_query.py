@@ -21,7 +21,7 @@ from services.tmf.query import (
     FilterPlan,
     Query,
     check_path,
-    check_regex,
+    compile_regex,
     database_pattern,
     filter_plan,
     normalize_date_time,
@@ -579,7 +579,7 @@ class TestRegex:
         "(a+)+", "(a*)*", "(a|aa)*", "(a+){2,}", "(a+)+?", "(a{1,3})+", r"(\d+)*", "x(a+)+y",
     ])
     def test_fine_patterns_are_accepted(self, pattern: str) -> None:
-        assert check_regex(pattern, "name", 128) == pattern
+        assert compile_regex(pattern, "name", 128).pattern == pattern
 
     @pytest.mark.parametrize(("pattern", "construct"), [
         (r"(a)\1", r"a back-reference \1"), (r"(?P<x>a)(?P=x)", "a back-reference (?P=name)"),
@@ -591,14 +591,21 @@ class TestRegex:
     ])
     def test_what_needs_backtracking_is_refused_by_name(self, pattern: str, construct: str) -> None:
         with pytest.raises(BadRequest) as caught:
-            check_regex(pattern, "name", 128)
+            compile_regex(pattern, "name", 128)
         assert f"regex for 'name' uses {construct}" in caught.value.message
         assert "linear time" in caught.value.message
+
+    def test_text_that_is_not_unicode(self, service_index: SchemaIndex) -> None:
+        with pytest.raises(BadRequest, match="not valid Unicode"):
+            compile_regex("a\ud800", "name", 128)
+        [match] = plan("name.regex=a%2B", service_index).text_matches
+        assert match.matches({"name": "\ud800aa"})
+        assert not match.matches({"name": "\ud800"})
 
     @pytest.mark.parametrize("pattern", ["(", "a)", "[a", "*a", "a{2,1}", "\\", r"a\Z"])
     def test_invalid_patterns_are_refused(self, pattern: str) -> None:
         with pytest.raises(BadRequest, match="is invalid"):
-            check_regex(pattern, "name", 128)
+            compile_regex(pattern, "name", 128)
 
 
 class TestDatabasePattern:

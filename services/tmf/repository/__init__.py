@@ -120,10 +120,11 @@ class ResourceStore:
             async for document in cursor:
                 scanned += 1
                 if scanned > scan_limit or time.monotonic() > deadline:
+                    too_many = f"more than {scan_limit} {self.name}" if scanned > scan_limit else "too many"
                     raise QueryTooExpensive(
-                        f"the regex must be matched against more than {min(scanned - 1, scan_limit)} {self.name} "
-                        "here; narrow the filter with other conditions (e.g. state=active), or use a pattern "
-                        "without repetition or alternation, which the database runs itself"
+                        f"the regex would be matched against {too_many} candidates; narrow the filter with "
+                        "other conditions (e.g. state=active), or use a pattern without repetition or "
+                        "alternation, which the database runs itself"
                     )
                 if not keep(document):
                     continue
