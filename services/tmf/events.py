@@ -3,7 +3,6 @@ evaluated against events."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,11 +13,13 @@ import structlog
 from .errors import BadRequest
 from .query import (
     Condition,
-    check_regex,
     coerce,
+    compile_regex,
     normalize_date_time,
     parse_filter_assertions,
+    regex_search,
     split_assertions,
+    values_at,
 )
 from .spec import AttributeType, SchemaIndex
 
@@ -80,7 +81,8 @@ class _Test:
     path: list[str]
     operator: str
     values: list[Any]
-    patterns: list[re.Pattern[str]]
+    # RE2 patterns: an event is matched in time linear in its text, whatever the pattern.
+    patterns: list[Any]
 
 
 class EventFilter:
@@ -115,23 +117,13 @@ class EventFilter:
         if kind is None:
             raise BadRequest(f"'{path}' is not an attribute of the event or of its {payload_key}")
         if condition.operator == "regex":
-            patterns = [re.compile(check_regex(v, path, regex_max_length)) for v in condition.values]
+            patterns = [compile_regex(v, path, regex_max_length) for v in condition.values]
             return _Test(path.split("."), "regex", [], patterns)
         values = [c for v in condition.values for c in coerce(v, kind, path)]
         return _Test(path.split("."), condition.operator, values, [])
 
     def matches(self, event: dict[str, Any]) -> bool:
-        return all(_holds(test, list(_values_at(event, test.path))) for test in self.tests)
-
-
-def _values_at(node: Any, path: list[str]) -> list[Any]:
-    if not path:
-        return node if isinstance(node, list) else [node]
-    if isinstance(node, list):
-        return [v for item in node for v in _values_at(item, path)]
-    if isinstance(node, dict) and path[0] in node:
-        return _values_at(node[path[0]], path[1:])
-    return []
+        return all(_holds(test, values_at(event, test.path)) for test in self.tests)
 
 
 def _compare(actual: Any, operator: str, wanted: Any) -> bool:
@@ -153,7 +145,7 @@ def _compare(actual: Any, operator: str, wanted: Any) -> bool:
 
 def _holds(test: _Test, actual: list[Any]) -> bool:
     if test.operator == "regex":
-        return any(isinstance(a, str) and p.search(a) for a in actual for p in test.patterns)
+        return any(isinstance(a, str) and regex_search(p, a) for a in actual for p in test.patterns)
     if test.operator == "ne":
         return not any(_compare(a, "eq", w) for a in actual for w in test.values)
     if test.operator == "eq":

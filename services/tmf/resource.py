@@ -21,7 +21,7 @@ from starlette.responses import Response
 from .errors import JSON, BadRequest, NotFound, PreconditionFailed
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
 from .patch import apply_patch, check_keys, normalize_dates, patch_style
-from .query import ALWAYS_RETURNED, conditions_to_mongo, parse_fields, parse_query, projection
+from .query import ALWAYS_RETURNED, filter_plan, parse_fields, parse_query, projection
 from .repository import META, AccessScope, ResourceStore, public
 from .repository.events import in_transaction
 from .scope import scope_of
@@ -177,16 +177,26 @@ class ResourceApi:
         query = parse_query(request.url.query, self.index,
                             default_limit=self.settings.page_default_limit,
                             max_limit=self.settings.page_max_limit)
-        mongo_query = conditions_to_mongo(query.conditions, self.index, self.settings.regex_max_length)
+        plan = filter_plan(query.conditions, self.index, self.settings.regex_max_length)
         scope = scope_of(request, self.settings)
-        items = []
-        if query.limit > 0:
-            items = await self.store.find(mongo_query, scope, fields=projection(query.fields),
-                                          sort=query.sort, skip=query.offset, limit=query.limit)
-        # A first page shorter than the limit is the whole result: counting it again would
-        # cost a second pass over the collection.
-        short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
-        total = len(items) if short else await self.store.count(mongo_query, scope)
+        selected = projection(query.fields)
+        items: list[dict[str, Any]] = []
+        if plan.text_matches:
+            # Regexes the database must not run are matched here; present() drops the
+            # attributes read for them that the client did not ask for.
+            if selected is not None:
+                selected = {**selected, **{path.split(".")[0]: 1 for path in plan.paths}}
+            items, total = await self.store.find_scanned(
+                plan.query, scope, plan.matches, scan_limit=self.settings.regex_scan_limit,
+                fields=selected, sort=query.sort, skip=query.offset, limit=query.limit)
+        else:
+            if query.limit > 0:
+                items = await self.store.find(plan.query, scope, fields=selected,
+                                              sort=query.sort, skip=query.offset, limit=query.limit)
+            # A first page shorter than the limit is the whole result: counting it again would
+            # cost a second pass over the collection.
+            short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
+            total = len(items) if short else await self.store.count(plan.query, scope)
         body = [self.present(item, query.fields) for item in items]
         complete = query.offset == 0 and len(body) == total
         return json_response(body, 200 if complete else 206,

@@ -64,6 +64,9 @@ class Settings:
     max_json_depth: int = 32
     query_timeout_ms: int = 5000
     regex_max_length: int = 128
+    # A regex the database cannot run safely is matched here over the documents the other
+    # conditions select; past this many, the list is refused as too expensive.
+    regex_scan_limit: int = 100_000
     graph_max_nodes: int = 50_000
     log_level: str = "INFO"
     # Only a gateway that authenticates callers may set this: it makes the services believe
@@ -103,6 +106,7 @@ class Settings:
             max_json_depth=_int("SQM_MAX_JSON_DEPTH", cls.max_json_depth, 4),
             query_timeout_ms=_int("SQM_QUERY_TIMEOUT_MS", cls.query_timeout_ms, 100),
             regex_max_length=_int("SQM_REGEX_MAX_LENGTH", cls.regex_max_length, 1),
+            regex_scan_limit=_int("SQM_REGEX_SCAN_LIMIT", cls.regex_scan_limit, 1),
             graph_max_nodes=_int("SQM_GRAPH_MAX_NODES", cls.graph_max_nodes, 10),
             log_level=os.environ.get("SQM_LOG_LEVEL", "INFO").upper(),
             trust_party_headers=_bool("SQM_TRUST_PARTY_HEADERS", False),

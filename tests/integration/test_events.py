@@ -197,7 +197,7 @@ def test_signature_verifies_and_tampering_fails(fast_client, listener):
 
 
 @pytest.mark.parametrize("query", ["state.$ne=1", "eventType.foo=x", "event.service.nosuch=1",
-                                   "event.service.state.bogus=active", "event.service.name.regex=(a%2B)%2B",
+                                   "event.service.state.bogus=active", "event.service.name.regex=(a)%5C1",
                                    "whatever=1"])
 def test_bad_hub_queries_are_refused(fast_client, listener, query):
     response = fast_client.post(f"{INVENTORY}/hub", json={"callback": listener.url, "query": query})

@@ -38,6 +38,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "SQM_MAX_JSON_DEPTH": "8",
         "SQM_QUERY_TIMEOUT_MS": "700",
         "SQM_REGEX_MAX_LENGTH": "64",
+        "SQM_REGEX_SCAN_LIMIT": "500",
         "SQM_GRAPH_MAX_NODES": "500",
         "SQM_LOG_LEVEL": "debug",
         "SQM_TRUST_PARTY_HEADERS": "true",
@@ -48,7 +49,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         mongodb_uri="mongodb://db:27017/?replicaSet=rs0", database="sqm_test",
         public_url="https://api.example.com", page_default_limit=25, page_max_limit=250,
         max_body_bytes=4096, max_json_depth=8, query_timeout_ms=700, regex_max_length=64,
-        graph_max_nodes=500, log_level="DEBUG", trust_party_headers=True,
+        regex_scan_limit=500, graph_max_nodes=500, log_level="DEBUG", trust_party_headers=True,
     )
 
 

@@ -6,7 +6,8 @@ place where party scoping is enforced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,42 @@ class ResourceStore:
             return await cursor.to_list()
         except ExecutionTimeout:
             raise QueryTooExpensive("the query took too long; narrow the filter or page with limit") from None
+
+    async def find_scanned(self, query: Mapping[str, Any], scope: AccessScope,
+                           keep: Callable[[Mapping[str, Any]], bool], *, scan_limit: int,
+                           fields: Mapping[str, int] | None = None, sort: list[tuple[str, int]] | None = None,
+                           skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The page (``skip``, at most ``limit``) of the documents that ``query`` selects and ``keep``
+        accepts, in ``sort`` order, and how many there are in all. The candidates are streamed
+        and tested here; more than ``scan_limit`` of them, or more time than the query timeout,
+        is :class:`QueryTooExpensive`, so a broad query is refused instead of stalling."""
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        cursor = self.collection.find(
+            scope.restrict(query), _public_projection(fields),
+            sort=[*(sort or []), ("_id", ASCENDING)], max_time_ms=self.timeout_ms,
+        )
+        page: list[dict[str, Any]] = []
+        total = scanned = 0
+        try:
+            async for document in cursor:
+                scanned += 1
+                if scanned > scan_limit or time.monotonic() > deadline:
+                    too_many = f"more than {scan_limit} {self.name}" if scanned > scan_limit else "too many"
+                    raise QueryTooExpensive(
+                        f"the regex would be matched against {too_many} candidates; narrow the filter with "
+                        "other conditions (e.g. state=active), or use a pattern without repetition or "
+                        "alternation, which the database runs itself"
+                    )
+                if not keep(document):
+                    continue
+                if skip <= total < skip + limit:
+                    page.append(document)
+                total += 1
+        except ExecutionTimeout:
+            raise QueryTooExpensive("the query took too long; narrow the filter or page with limit") from None
+        finally:
+            await cursor.close()
+        return page, total
 
     async def find_internal(self, query: Mapping[str, Any], scope: AccessScope,
                             fields: Mapping[str, int]) -> list[dict[str, Any]]:
