@@ -18,13 +18,14 @@ import structlog
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from . import errors
 from .delivery import Dispatcher
@@ -36,7 +37,7 @@ from .repository import ResourceStore
 from .repository.events import EventStore
 from .resource import Handler, ResourceApi, ResourceType
 from .settings import Settings
-from .spec import load_document
+from .spec import load_document, served_document
 from .validation import VALIDATORS
 
 log = structlog.get_logger("tmf.api")
@@ -158,6 +159,16 @@ def _allowed_methods(
     return allowed
 
 
+def _document_endpoint(context: ApiContext) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    async def document(request: Request) -> Response:
+        # Behind a proxy that mounts the suite under a prefix, the API lives under that prefix.
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return Response(served_document(context.document, root + context.base_path),
+                        media_type="application/json")
+
+    return document
+
+
 def build_app(declarations: list[ApiDeclaration], settings: Settings,
               clock: Callable[[], datetime] | None = None) -> AsyncApp:
     """One ASGI app serving every declared API on the configured MongoDB."""
@@ -205,9 +216,14 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
     logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
     app = AsyncApp(__name__, lifespan=lifespan)
     for declaration, context, handlers in built:
+        # Connexion would serve its own copy of the document with every $ref inlined, which
+        # turns each response into an anonymous type in generated clients; it keeps the
+        # explorer, and the document is served below as written.
         app.add_api(context.document, base_path=declaration.base_path,
                     resolver=_resolver(handlers, declaration.name), name=declaration.name,
-                    validator_map=VALIDATORS)
+                    validator_map=VALIDATORS, swagger_ui_options=SwaggerUIOptions(serve_spec=False))
+        app.add_url_rule(f"{declaration.base_path}/openapi.json", f"{declaration.name}-document",
+                         _document_endpoint(context), methods=["GET"])
 
     async def health(request: Request) -> JSONResponse:
         database = state.get("database")

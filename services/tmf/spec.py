@@ -5,6 +5,7 @@ attributes (for PATCH), and validation of a whole resource."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -61,6 +62,13 @@ def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
             raise ValueError(f"{name} redefines the shared hub paths {sorted(clash)} from {COMMON_DOCUMENT}")
         paths.update(copy.deepcopy(common.get("paths", {})))
     return merged
+
+
+def served_document(document: dict[str, Any], server_url: str) -> bytes:
+    """The JSON an API serves as its document: the merged document as written, its ``$ref``s
+    kept so that client generators name the types after the schemas, with ``servers`` pointing
+    at the API's base path so that a generated client needs only the host."""
+    return json.dumps({**document, "servers": [{"url": server_url}]}, ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True)
