@@ -6,7 +6,8 @@ replay what the consumer missed while it was not subscribed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ class ListenerApi:
         self.caught_up = False
         # Why this consumption is not ready yet, for the readiness report.
         self.problem: str | None = None
+        # eventId -> (lock, holders): a live and a replayed copy of one event may arrive at once.
+        self._taking: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @property
     def hub(self) -> str | None:
@@ -120,21 +123,39 @@ class ListenerApi:
                 raise BadRequest("the body must be a TMF event with an eventId and an event object")
             if body.get("eventType") != event_type:
                 raise BadRequest(f"this listener takes {event_type}, not {str(body.get('eventType'))[:64]}")
-            events = self.context.events
-            if await events.was_received(body["eventId"]):
-                return Response(status_code=204)
-            await self.consumption.handle(self.context, body)
-            await events.mark_received(body["eventId"], event_type, self.context.name, now_text())
-            event_time = body.get("eventTime")
-            if isinstance(event_time, str):
-                try:
-                    await events.took(self.consumer, normalize_date_time(event_time))
-                except BadRequest:
-                    # Taken all the same; an event without a usable time cannot move the catch-up point.
-                    log.warning("event time not understood", api=self.context.name, eventId=body["eventId"])
+            async with self._one_at_a_time(body["eventId"]):
+                await self._take(event_type, body)
             return Response(status_code=204)
 
         return receive
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, event_id: str) -> AsyncIterator[None]:
+        lock, holders = self._taking.get(event_id) or (asyncio.Lock(), 0)
+        self._taking[event_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._taking[event_id]
+            if holders == 1:
+                del self._taking[event_id]
+            else:
+                self._taking[event_id] = (lock, holders - 1)
+
+    async def _take(self, event_type: str, body: dict[str, Any]) -> None:
+        events = self.context.events
+        if await events.was_received(body["eventId"]):
+            return
+        await self.consumption.handle(self.context, body)
+        await events.mark_received(body["eventId"], event_type, self.context.name, now_text())
+        event_time = body.get("eventTime")
+        if isinstance(event_time, str):
+            try:
+                await events.took(self.consumer, normalize_date_time(event_time))
+            except BadRequest:
+                # Taken all the same; an event without a usable time cannot move the catch-up point.
+                log.warning("event time not understood", api=self.context.name, eventId=body["eventId"])
 
     def handlers(self) -> dict[str, Handler]:
         return {f"listenTo{t}": self.intake(t) for t in self.consumption.event_types}

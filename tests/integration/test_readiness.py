@@ -5,8 +5,10 @@ partners' callbacks out."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,11 @@ def test_without_private_callbacks_the_suites_own_subscriptions_still_work(mongo
 # --- a producer and a consumer in separate apps ----------------------------------------------------
 
 
-def consumer_app(settings, taken: list[dict[str, Any]], producer: str):
+def consumer_app(settings, taken: list[dict[str, Any]], producer: str, pause: float = 0.0):
     async def take(context, event):
         taken.append(event)
+        # A handler that takes a while, as correlation does when it asks the inventory.
+        await asyncio.sleep(pause)
 
     declaration = ApiDeclaration(
         name="testConsumer", document=str(Path(__file__).parent.parent / "support" / "consumer.yaml"),
@@ -248,3 +252,20 @@ def test_health_live_and_ready_while_the_producer_is_unreachable_and_after(mongo
             assert consumer.get("/health/ready").json()["subscriptions"][0]["status"] == "ready"
             assert eventually(lambda: len(taken_about(pair, emitted)) == 2)
             assert taken_about(pair, emitted) == list(TAKES)
+
+
+def test_copies_of_one_event_arriving_together_are_taken_once(mongo_uri):
+    # A live and a replayed copy of one event may be delivered at the same moment.
+    port = free_port()
+    taken: list[dict[str, Any]] = []
+    settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")
+    app = consumer_app(settings, taken, f"http://127.0.0.1:{free_port()}{INVENTORY}", pause=0.2)
+    event = {"eventId": "twice", "eventType": "ServiceCreateEvent", "eventTime": "2026-11-25T10:00:00Z",
+             "event": {"service": {"id": "s1"}}}
+    with serve(app, port) as base, httpx.Client(base_url=base, timeout=30) as client:
+        def send(_: int) -> int:
+            return client.post(f"{CONSUMER}/listener/serviceCreateEvent", json=event).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(send, range(4))) == [204] * 4
+    assert [e["eventId"] for e in taken] == ["twice"]
