@@ -23,6 +23,7 @@ from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
 from services import clients  # noqa: E402
 from services.app import create_app  # noqa: E402
+from services.tmf.api import is_ready  # noqa: E402
 from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError  # noqa: E402
 from services.tmf.logging import configure_logging  # noqa: E402
 from services.tmf.settings import Settings, SettingsError  # noqa: E402
@@ -85,7 +86,11 @@ def _check_database(uri: str) -> None:
 
 async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
     async def announce() -> None:
-        while not server.started:
+        # Ready means what GET /health/ready means: serving, and every service subscribed to the
+        # hubs it listens to (over HTTP, to this very process once it serves), so that nothing a
+        # client sends after this line goes unheard. A producer that cannot be reached holds the
+        # line back; the log says which, and /health/ready answers what is missing.
+        while not (server.started and await is_ready(server.config.app)):
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)

@@ -8,7 +8,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,6 +168,43 @@ def _document_endpoint(context: ApiContext) -> Callable[[Request], Coroutine[Any
                         media_type="application/json")
 
     return document
+class _Readiness:
+    """Whether the app can do its whole job: the database answers, the dispatcher runs, and every
+    consumption is subscribed on its producer's hub with its catch-up queued."""
+
+    def __init__(self, contexts: list[ApiContext], database: Callable[[], Awaitable[dict[str, Any]]],
+                 dispatcher: Callable[[], Dispatcher | None]) -> None:
+        self.contexts = contexts
+        self.database = database
+        self.dispatcher = dispatcher
+
+    async def report(self, database: dict[str, Any] | None = None) -> dict[str, Any]:
+        database = database or await self.database()
+        dispatcher = self.dispatcher()
+        dispatching = dispatcher is not None and dispatcher.running
+        listeners = [listener for c in self.contexts for listener in c.listeners]
+        missing = [] if database["status"] == "up" else ["the database does not answer"]
+        if not dispatching:
+            missing.append("the event dispatcher is not running")
+        missing += [f"{listener.context.name} is not yet subscribed to {', '.join(listener.consumption.event_types)}"
+                    f" at {listener.hub}" + (f" ({listener.problem})" if listener.problem else "")
+                    for listener in listeners if not listener.ready]
+        return {"status": "down" if missing else "up", **({"missing": missing} if missing else {}),
+                "database": database, "dispatcher": {"status": "up" if dispatching else "down"},
+                "subscriptions": [listener.report() for listener in listeners]}
+
+    async def ready(self) -> bool:
+        report = await self.report()
+        return bool(report["status"] == "up")
+
+
+_READINESS: weakref.WeakKeyDictionary[AsyncApp, _Readiness] = weakref.WeakKeyDictionary()
+
+
+async def is_ready(app: AsyncApp) -> bool:
+    """What ``GET /health/ready`` answers, asked in process (``sqm serve`` announces readiness
+    with it): the database answers, the dispatcher runs, every subscription is in place."""
+    return await _READINESS[app].ready()
 
 
 def build_app(declarations: list[ApiDeclaration], settings: Settings,
@@ -191,6 +229,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
         state["database"] = database
         events = EventStore(database)
         dispatcher = Dispatcher(events, settings)
+        state["dispatcher"] = dispatcher
         subscribing: list[asyncio.Task[Any]] = []
         try:
             await events.ensure_indexes()
@@ -202,6 +241,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
                     await context.store(HUB_COLLECTION).ensure_indexes(HUB_INDEXES)
             log.info("connected", database=settings.database, apis=[c.name for c in contexts])
             dispatcher.start()
+            # Subscriptions are made over HTTP, possibly to this very process, which serves only
+            # once the lifespan has started: they run in the background and readiness waits for them.
             subscribing += [asyncio.create_task(listener.subscribe()) for c in contexts for listener in c.listeners]
             subscribing += [asyncio.create_task(task(context)) for declaration, context, _ in built
                             for task in declaration.tasks]
@@ -225,7 +266,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
         app.add_url_rule(f"{declaration.base_path}/openapi.json", f"{declaration.name}-document",
                          _document_endpoint(context), methods=["GET"])
 
-    async def health(request: Request) -> JSONResponse:
+    async def database_report() -> dict[str, Any]:
         database = state.get("database")
         started = time.perf_counter()
         try:
@@ -233,15 +274,27 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
                 raise RuntimeError("not connected")
             await database.command("ping")
         except (PyMongoError, RuntimeError) as exc:
-            return JSONResponse({"status": "down", "database": {"status": "down", "error": type(exc).__name__}},
-                                status_code=503)
-        latency = round((time.perf_counter() - started) * 1000, 2)
-        return JSONResponse({"status": "up", "database": {"status": "up", "latencyMs": latency},
+            return {"status": "down", "error": type(exc).__name__}
+        return {"status": "up", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
+
+    readiness = _Readiness(contexts, database_report, lambda: state.get("dispatcher"))
+    _READINESS[app] = readiness
+
+    async def health(request: Request) -> JSONResponse:
+        database = await database_report()
+        if database["status"] != "up":
+            return JSONResponse({"status": "down", "database": database}, status_code=503)
+        ready = await readiness.report(database)
+        return JSONResponse({"status": "up", "ready": ready["status"] == "up", "database": database,
                              "apis": [{"name": c.name, "basePath": c.base_path} for c in contexts],
-                             "subscriptions": [
-                                 {"api": c.name, "events": list(listener.consumption.event_types),
-                                  "subscription": listener.subscription}
-                                 for c in contexts for listener in c.listeners]})
+                             "dispatcher": ready["dispatcher"], "subscriptions": ready["subscriptions"]})
+
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "up"})
+
+    async def ready(request: Request) -> JSONResponse:
+        report = await readiness.report()
+        return JSONResponse(report, status_code=200 if report["status"] == "up" else 503)
 
     async def index(request: Request) -> JSONResponse:
         return JSONResponse({"name": "tmf-sqm", "apis": [
@@ -249,6 +302,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
             for c in contexts]})
 
     app.add_url_rule("/health", "health", health, methods=["GET"])
+    app.add_url_rule("/health/live", "health_live", live, methods=["GET"])
+    app.add_url_rule("/health/ready", "health_ready", ready, methods=["GET"])
     app.add_url_rule("/", "index", index, methods=["GET"])
     app.add_error_handler(errors.TmfError, errors.handle_tmf_error)
     app.add_error_handler(ProblemException, errors.handle_problem)

@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 import structlog
@@ -72,6 +72,50 @@ async def resolves_privately(url: str) -> bool:
     return any(is_private_address(str(info[4][0])) for info in infos)
 
 
+def own_base_urls(settings: Settings) -> tuple[str, ...]:
+    """The base URLs of the suite's own services, as configured in this process."""
+    configured = (settings.public_url, settings.inventory_url, settings.alarm_hub_url, settings.sla_hub_url,
+                  *settings.internal_urls)
+    return tuple(url for url in configured if url)
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def is_own_url(url: str, settings: Settings) -> bool:
+    """Whether ``url`` lies under one of the suite's own base URLs: same scheme, host and port,
+    and a path at or below the base path, whole segments only. A path with dot segments never
+    counts as own, whatever it would resolve to."""
+    try:
+        target = urlsplit(url)
+        origin = _origin(target)
+    except ValueError:
+        return False
+    if {".", ".."} & set(unquote(target.path).split("/")):
+        return False
+    path = target.path.rstrip("/") + "/"
+    for base in own_base_urls(settings):
+        try:
+            own = urlsplit(base)
+            if origin == _origin(own) and path.startswith(own.path.rstrip("/") + "/"):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+async def may_call(url: str, settings: Settings) -> bool:
+    """The address guard for hub callbacks, at registration and before every delivery: a
+    callback to a loopback, private or link-local address is refused unless private callbacks
+    are allowed, or the callback is one of the suite's own services (its subscriptions must
+    work wherever the suite runs). The single place that decides whom this server calls."""
+    if settings.allow_private_callbacks or is_own_url(url, settings):
+        return True
+    return not await resolves_privately(url)
+
+
 class Dispatcher:
     """One per process. Claims due deliveries in batches, sends them concurrently (bounded
     overall and per subscriber, so one slow listener cannot hold up the others), and settles
@@ -95,6 +139,10 @@ class Dispatcher:
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done() and not self._stopping
 
     async def stop(self) -> None:
         self._stopping = True
@@ -170,7 +218,7 @@ class Dispatcher:
             headers[SIGNATURE_HEADER] = sign(subscription["secret"], int(time.time()), body)
         status: int | None = None
         try:
-            if not self.settings.allow_private_callbacks and await resolves_privately(url):
+            if not await may_call(url, self.settings):
                 self._outcomes.append(Outcome(delivery["_id"], "dead", error="callback resolves to a private address"))
                 return
             response = await self.client.post(url, content=body, headers=headers)

@@ -11,7 +11,7 @@ from connexion import request
 from pymongo import ASCENDING, IndexModel
 from starlette.responses import Response
 
-from .delivery import resolves_privately
+from .delivery import may_call
 from .errors import BadRequest, NotFound, TmfError
 from .events import EventFilter
 from .query import normalize_date_time
@@ -76,7 +76,7 @@ class HubApi:
         callback = check_callback(str(body.get("callback", "")))
         query = body.get("query") or None
         self.check_query(query)
-        if not self.context.settings.allow_private_callbacks and await resolves_privately(callback):
+        if not await may_call(callback, self.context.settings):
             raise BadRequest("callback points at a loopback or private address, which this server does not call")
         scope = scope_of(request, self.context.settings)
         store = self.context.store(HUB_COLLECTION)

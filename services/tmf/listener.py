@@ -1,21 +1,26 @@
 """The consuming side of TMF events: listener endpoints that take another API's events
-(idempotently, on ``eventId``), and the subscription a consuming API registers at startup on
-the producer's public hub, as any partner would."""
+(idempotently, on ``eventId``), the subscription a consuming API registers at startup on the
+producer's public hub, as any partner would, and the catch-up that asks the producer's hub to
+replay what the consumer missed while it was not subscribed."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
+from pymongo.errors import PyMongoError
 from starlette.responses import Response
 
 from . import outgoing
 from .errors import BadRequest
 from .events import now_text
+from .query import normalize_date_time
 from .resource import Handler
 
 if TYPE_CHECKING:
@@ -24,6 +29,26 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tmf.listener")
 EventHandler = Callable[["ApiContext", dict[str, Any]], Awaitable[None]]
+
+# Catch-up starts this long before the last event taken and ends this long after now: clocks of
+# the producer and the consumer may differ, and an event's time is set before its transaction
+# commits. Events replayed twice are dropped by the eventId check.
+CATCH_UP_MARGIN = timedelta(seconds=60)
+# Nothing taken yet: catch up on the producer's whole event log.
+BEGINNING = "1970-01-01T00:00:00.000Z"
+# Pauses between attempts while the producer is unreachable or refuses (doubling up to the last).
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 5.0
+# A replay reads every event of its range; a large first catch-up may take a while.
+REQUEST_TIMEOUT_SECONDS = 60.0
+# The hub refuses a replay range holding more events than it queues at once, and says to replay a
+# shorter range; the range is then halved until each part fits.
+REPLAY_TOO_LARGE = "shorter range"
+SHORTEST_WINDOW = timedelta(milliseconds=2)
+
+
+class CatchUpError(Exception):
+    """The producer's hub refused the subscription or the replay; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +65,56 @@ class Consumption:
         return "eventType=" + ",".join(self.event_types)
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _text(moment: datetime) -> str:
+    return normalize_date_time(moment.isoformat())
+
+
+def _answer(response: httpx.Response) -> str:
+    try:
+        message = response.json().get("message")
+    except ValueError:
+        message = None
+    return f"the hub answered {response.status_code}: {message or response.text[:300]}"
+
+
 class ListenerApi:
     def __init__(self, context: ApiContext, consumption: Consumption) -> None:
         self.context = context
         self.consumption = consumption
         self.subscription: str | None = None
+        self.caught_up = False
+        # Why this consumption is not ready yet, for the readiness report.
+        self.problem: str | None = None
+        # eventId -> (lock, holders): a live and a replayed copy of one event may arrive at once.
+        self._taking: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @property
+    def hub(self) -> str | None:
+        hub = self.consumption.hub(self.context.settings)
+        return hub.rstrip("/") if hub else None
+
+    @property
+    def consumer(self) -> str:
+        """The key under which this consumption's progress is kept: another hub or query is
+        another consumption, which catches up from the beginning."""
+        return f"{self.context.name} {self.hub} {self.consumption.query()}"
+
+    @property
+    def ready(self) -> bool:
+        """Subscribed, and what was missed before is queued; nothing to wait for without a hub."""
+        return self.hub is None or self.caught_up
+
+    def report(self) -> dict[str, Any]:
+        hub = self.hub
+        status = ("notConfigured" if hub is None else "ready" if self.caught_up
+                  else "catchingUp" if self.subscription else "subscribing")
+        return {"api": self.context.name, "events": list(self.consumption.event_types), "hub": hub,
+                "subscription": self.subscription, "status": status,
+                **({"problem": self.problem} if self.problem and not self.ready else {})}
 
     def intake(self, event_type: str) -> Handler:
         async def receive(body: Any = None) -> Response:
@@ -53,38 +123,105 @@ class ListenerApi:
                 raise BadRequest("the body must be a TMF event with an eventId and an event object")
             if body.get("eventType") != event_type:
                 raise BadRequest(f"this listener takes {event_type}, not {str(body.get('eventType'))[:64]}")
-            events = self.context.events
-            if await events.was_received(body["eventId"]):
-                return Response(status_code=204)
-            await self.consumption.handle(self.context, body)
-            await events.mark_received(body["eventId"], event_type, self.context.name, now_text())
+            async with self._one_at_a_time(body["eventId"]):
+                await self._take(event_type, body)
             return Response(status_code=204)
 
         return receive
 
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, event_id: str) -> AsyncIterator[None]:
+        lock, holders = self._taking.get(event_id) or (asyncio.Lock(), 0)
+        self._taking[event_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._taking[event_id]
+            if holders == 1:
+                del self._taking[event_id]
+            else:
+                self._taking[event_id] = (lock, holders - 1)
+
+    async def _take(self, event_type: str, body: dict[str, Any]) -> None:
+        events = self.context.events
+        if await events.was_received(body["eventId"]):
+            return
+        await self.consumption.handle(self.context, body)
+        await events.mark_received(body["eventId"], event_type, self.context.name, now_text())
+        event_time = body.get("eventTime")
+        if isinstance(event_time, str):
+            try:
+                await events.took(self.consumer, normalize_date_time(event_time))
+            except BadRequest:
+                # Taken all the same; an event without a usable time cannot move the catch-up point.
+                log.warning("event time not understood", api=self.context.name, eventId=body["eventId"])
+
     def handlers(self) -> dict[str, Handler]:
         return {f"listenTo{t}": self.intake(t) for t in self.consumption.event_types}
 
-    async def subscribe(self, attempts: int = 60, pause: float = 1.0) -> str | None:
-        """Register this API's listener on the producer's hub; the hub answers with the existing
-        subscription when this callback and query are already registered, so restarts never add
-        duplicates. Retries while the producer (perhaps this very process) is not serving yet."""
-        hub = self.consumption.hub(self.context.settings)
-        if not hub:
-            return None
-        body = {"callback": self.context.public_base, "query": self.consumption.query()}
-        async with outgoing.client(5) as client:
-            for _ in range(attempts):
+    async def subscribe(self) -> None:
+        """Register this API's listener on the producer's hub, then have the hub replay what this
+        consumption missed (from a margin before the last event it took, or the whole log when
+        it never took one). The hub answers with the existing subscription when this callback
+        and query are already registered, so restarts never add duplicates. Retried in the
+        background, with growing pauses, while the producer (perhaps this very process, not
+        serving yet) is unreachable or refuses; ``ready`` tells when it is done."""
+        hub = self.hub
+        if hub is None:
+            return
+        pause = RETRY_FIRST_SECONDS
+        async with outgoing.client(REQUEST_TIMEOUT_SECONDS) as client:
+            while True:
                 try:
-                    response = await client.post(f"{hub.rstrip('/')}/hub", json=body)
-                    if response.status_code in (200, 201):
-                        self.subscription = str(response.json()["id"])
-                        log.info("subscribed", api=self.context.name, hub=hub, subscription=self.subscription)
-                        return self.subscription
-                    log.warning("subscription refused", api=self.context.name, hub=hub,
-                                status=response.status_code, answer=response.text[:300])
-                    return None
-                except httpx.HTTPError:
-                    await asyncio.sleep(pause)
-        log.warning("hub not reachable; not subscribed", api=self.context.name, hub=hub)
-        return None
+                    if self.subscription is None:
+                        self.subscription = await self._register(client, hub)
+                    await self._catch_up(client, hub, self.subscription)
+                    self.caught_up, self.problem = True, None
+                    return
+                except (httpx.HTTPError, PyMongoError, CatchUpError) as exc:
+                    problem = str(exc) if isinstance(exc, CatchUpError) else f"{type(exc).__name__}: {exc}"[:300]
+                    if problem != self.problem:
+                        log.warning("not subscribed yet; trying again", api=self.context.name, hub=hub,
+                                    problem=problem)
+                    self.problem = problem
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_SECONDS)
+
+    async def _register(self, client: httpx.AsyncClient, hub: str) -> str:
+        body = {"callback": self.context.public_base, "query": self.consumption.query()}
+        response = await client.post(f"{hub}/hub", json=body)
+        if response.status_code not in (200, 201):
+            raise CatchUpError(f"subscription refused: {_answer(response)}")
+        subscription = str(response.json()["id"])
+        log.info("subscribed", api=self.context.name, hub=hub, subscription=subscription)
+        return subscription
+
+    async def _catch_up(self, client: httpx.AsyncClient, hub: str, subscription: str) -> None:
+        last = await self.context.events.last_taken(self.consumer)
+        start = _time(BEGINNING) if last is None else _time(last) - CATCH_UP_MARGIN
+        end = _time(now_text()) + CATCH_UP_MARGIN
+        queued = await self._replay(client, f"{hub}/hub/{subscription}/replay", start, end)
+        log.info("caught up", api=self.context.name, hub=hub, subscription=subscription,
+                 since=_text(start), queued=queued)
+
+    async def _replay(self, client: httpx.AsyncClient, url: str, start: datetime, end: datetime) -> int:
+        queued = 0
+        windows = [(start, end)]  # a stack, latest window at the bottom: queued in time order
+        while windows:
+            start, end = windows.pop()
+            response = await client.post(url, json={"startDateTime": _text(start), "endDateTime": _text(end)})
+            if response.status_code == 201:
+                queued += int(response.json()["queued"])
+                continue
+            if response.status_code == 404:
+                # The subscription was removed on the producer's side: register again.
+                self.subscription = None
+            elif (response.status_code == 400 and REPLAY_TOO_LARGE in response.text
+                    and end - start >= SHORTEST_WINDOW):
+                middle = start + (end - start) / 2
+                middle = middle.replace(microsecond=middle.microsecond // 1000 * 1000)
+                windows += [(middle, end), (start, middle)]
+                continue
+            raise CatchUpError(f"catch-up refused: {_answer(response)}")
+        return queued

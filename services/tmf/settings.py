@@ -48,6 +48,15 @@ def _bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _urls(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name) or ""
+    urls = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be a comma-separated list of http(s) URLs, got {url!r}")
+    return urls
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a service process can be configured with.
@@ -93,6 +102,9 @@ class Settings:
     operator_party_id: str = "operator"
     problem_damping_seconds: int = 300
     impact_cache_seconds: float = 30.0
+    # Base URLs of the suite's own services beyond those above (split deployments): hub
+    # callbacks under them are the suite's own and are called even when private callbacks are not.
+    internal_urls: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -130,6 +142,7 @@ class Settings:
             operator_party_id=os.environ.get("SQM_OPERATOR_PARTY_ID", cls.operator_party_id),
             problem_damping_seconds=_int("SQM_PROBLEM_DAMPING_SECONDS", cls.problem_damping_seconds, 0),
             impact_cache_seconds=_float("SQM_IMPACT_CACHE_SECONDS", cls.impact_cache_seconds, 0.0),
+            internal_urls=_urls("SQM_INTERNAL_URLS"),
         )
         settings = replace(base, **overrides)
         settings.check()

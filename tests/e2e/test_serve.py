@@ -470,3 +470,38 @@ def test_unreachable_mongodb_is_reported(tmp_path: Path) -> None:
     assert "MongoDB" in message
     # With a URI given, no embedded database is started and the data dir is left alone.
     assert not (tmp_path / "data").exists()
+
+
+# --- readiness ----------------------------------------------------------------------------------
+
+ALARMS = "/tmf-api/alarmManagement/v4"
+PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
+
+
+def test_an_alarm_sent_right_after_the_ready_line_opens_a_problem(sqm: Any, tmp_path: Path) -> None:
+    server = sqm(tmp_path / "data")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        # Nothing between the ready line and the alarm but the inventory entry it is about.
+        link = create(client, {"name": "access", "category": "CFS", "state": "active",
+                               "serviceSpecification": {"id": "spec-access"},
+                               "supportingResource": [{"id": "link-ready"}]})
+        raised = client.post(f"{ALARMS}/alarm", json={
+            "alarmType": "communicationsAlarm", "perceivedSeverity": "critical", "probableCause": "lossOfSignal",
+            "alarmedObject": {"id": "link-ready", "@referredType": "Resource"}, "sourceSystemId": "nms",
+            "state": "raised", "alarmRaisedTime": "2026-11-25T10:00:00Z"})
+        assert raised.status_code == 201, raised.text
+
+        deadline = time.monotonic() + READY_TIMEOUT  # a safety bound, not a timing
+        found: list[dict[str, Any]] = []
+        while not found and time.monotonic() < deadline:
+            found = client.get(f"{PROBLEMS}/serviceProblem", params={"rootCauseResource.id": "link-ready"}).json()
+            time.sleep(0.05)
+        assert len(found) == 1, "the alarm raised right after the ready line opened no problem"
+        assert [a["id"] for a in found[0]["underlyingAlarm"]] == [raised.json()["id"]]
+        assert [s["id"] for s in found[0]["affectedService"]] == [link["id"]]
+
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert {s["status"] for s in ready.json()["subscriptions"]} == {"ready"}
+        assert client.get("/health/live").status_code == 200
+    assert server.stop(signal.SIGTERM) == 0, server.stderr()

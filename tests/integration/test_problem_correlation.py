@@ -29,7 +29,7 @@ def suite(mongo_uri) -> Iterator[httpx.Client]:
                              alarm_hub_url=f"{base}{ALARMS}", sla_hub_url=f"{base}{SLA_API}",
                              delivery_poll_seconds=0.05, problem_damping_seconds=300)
     with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
-        assert eventually(lambda: all(s["subscription"] for s in client.get("/health").json()["subscriptions"]))
+        assert eventually(lambda: client.get("/health/ready").status_code == 200)
         yield client
 
 

@@ -152,3 +152,12 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.page_max_limit = 5  # type: ignore[misc]
+
+
+def test_internal_urls_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQM_INTERNAL_URLS", " http://problems:8080/ ,https://alarms.internal/tmf-api/alarmManagement/v4,")
+    assert Settings.from_env().internal_urls == ("http://problems:8080",
+                                                 "https://alarms.internal/tmf-api/alarmManagement/v4")
+    monkeypatch.setenv("SQM_INTERNAL_URLS", "http://problems:8080,problems:8080")
+    with pytest.raises(SettingsError, match="SQM_INTERNAL_URLS"):
+        Settings.from_env()

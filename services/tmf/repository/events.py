@@ -21,6 +21,7 @@ EVENTS = "event"
 DELIVERIES = "delivery"
 HUB = "hub"
 RECEIVED = "received_event"
+CONSUMERS = "consumer"
 UNDELIVERED = ["pending", "retrying"]
 # "No lease" is a lease that ended long ago: a plain ``leaseUntil < now`` then finds free
 # deliveries, where an ``$or`` with null makes some servers read the whole collection.
@@ -58,6 +59,7 @@ class EventStore:
         self.deliveries = database[DELIVERIES]
         self.hub = database[HUB]
         self.received = database[RECEIVED]
+        self.consumers = database[CONSUMERS]
 
     async def ensure_indexes(self) -> None:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
@@ -235,6 +237,16 @@ class EventStore:
     async def mark_received(self, event_id: str, event_type: str, api: str, at: str) -> None:
         await self.received.update_one(
             {"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api, "receivedAt": at}}, upsert=True)
+
+    async def took(self, consumer: str, event_time: str) -> None:
+        """Remember that ``consumer`` took an event of ``event_time`` (normalised UTC text, whose
+        order is time order); only the latest time is kept, whatever order events come in."""
+        await self.consumers.update_one({"_id": consumer}, {"$max": {"lastEventTime": event_time}}, upsert=True)
+
+    async def last_taken(self, consumer: str) -> str | None:
+        """The time of the latest event ``consumer`` took, or None when it never took one."""
+        found = await self.consumers.find_one({"_id": consumer}, {"lastEventTime": 1})
+        return None if found is None else found.get("lastEventTime")
 
     async def reactivate(self, subscription_id: str) -> None:
         await self.hub.update_one({"_id": subscription_id}, {"$set": {"status": "active"},
