@@ -97,7 +97,7 @@ def _check_database(uri: str, source: str) -> None:
     except ConfigurationError as exc:
         raise StartupError(f"{source} is not a valid MongoDB URI: {exc}") from None
     except PyMongoError:
-        raise StartupError(f"cannot reach MongoDB at {source} within 5 s; check {source}") from None
+        raise StartupError(f"cannot reach the MongoDB that {source} names within 5 s; check it") from None
 
 
 class DataDirLock:
