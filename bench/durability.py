@@ -1,6 +1,7 @@
 """What durability costs: ``POST /service`` throughput of ``sqm serve`` as a user runs it (the
 embedded database, every change on disk before it is answered) against the same server with
-``--unsafe-skip-fsync`` (the baseline), measured in the same run, rounds alternating.
+``--unsafe-skip-fsync`` (the baseline), measured in the same run, rounds alternating; and the
+same comparison for the database alone (what a create asks of it: one two-insert transaction).
 
     python -m bench.durability               # 3 rounds per mode, at most 1,000 creates or 30 s each
     python -m bench.durability --quick       # 1 round per mode, at most 200 creates or 10 s each
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import platform
@@ -23,15 +25,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import httpx
+# The same filter `sqm serve` applies: connexion imports starlette's test client, which warns.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
-from services.tmf.embedded import free_port
+import httpx  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+from pymongo.asynchronous.client_session import AsyncClientSession  # noqa: E402
+from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
+from pymongo.errors import PyMongoError  # noqa: E402
+
+from services.tmf.embedded import EmbeddedDatabase, free_port  # noqa: E402
+from services.tmf.repository.events import in_transaction  # noqa: E402
 
 HOST = "127.0.0.1"
 SERVICE = "/tmf-api/serviceInventory/v4/service"
@@ -159,29 +172,87 @@ async def creates(url: str, count: int, concurrency: int, max_seconds: float, ro
             row.stopped_early += remaining > 0
 
 
-def measure(options: Options, workdir: Path) -> dict[str, Row]:
+async def insert_both(database: AsyncDatabase[dict[str, Any]], key: str, session: AsyncClientSession) -> None:
+    await database["service"].insert_one({"_id": key, "name": key}, session=session)
+    await database["event"].insert_one({"_id": f"e-{key}", "resourceId": key}, session=session)
+
+
+async def transactions(uri: str, unsafe: bool, count: int, concurrency: int, max_seconds: float,
+                       row: Row | None) -> None:
+    """The database alone: what a create costs it (the service and its event inserted in one
+    transaction), with the client options and transactions the suite uses in that mode."""
+    durability: dict[str, Any] = {"w": 1, "journal": False} if unsafe else {"w": "majority", "journal": True}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **durability)
+    database = client["bench"]
+    remaining = count
+    deadline = time.monotonic() + max_seconds
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0 and time.monotonic() < deadline:
+            remaining -= 1
+            sent = time.perf_counter()
+            try:
+                await in_transaction(database, functools.partial(insert_both, database, uuid.uuid4().hex))
+            except PyMongoError as exc:
+                if row is not None:
+                    row.errors[type(exc).__name__] += 1
+                continue
+            if row is not None:
+                row.creates += 1
+                row.latencies.append(time.perf_counter() - sent)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if row is not None:
+            row.seconds += time.perf_counter() - started
+            row.stopped_early += remaining > 0
+    finally:
+        await client.close()
+
+
+def measure(options: Options, workdir: Path) -> tuple[dict[str, Row], dict[str, Row]]:
     rows = {mode: Row(mode) for mode in MODES}
+    database_rows = {mode: Row(mode) for mode in MODES}
     for round_number in range(options.rounds):
         # Alternating, so that a change in the machine's load falls on both modes alike.
         order = list(MODES) if round_number % 2 == 0 else list(reversed(MODES))
         for mode in order:
-            data_dir = workdir / f"round{round_number}-{'unsafe' if MODES[mode] else 'durable'}"
+            unsafe = bool(MODES[mode])
+            data_dir = workdir / f"round{round_number}-{'unsafe' if unsafe else 'durable'}"
             process, url = start_server(data_dir, MODES[mode], workdir / f"{data_dir.name}.log")
             try:
                 asyncio.run(creates(url, WARMUP, options.concurrency, options.max_seconds, None))
                 asyncio.run(creates(url, options.requests, options.concurrency, options.max_seconds, rows[mode]))
             finally:
                 stop_server(process)
-            row = rows[mode]
-            print(f"round {round_number + 1}/{options.rounds} {mode}: {row.creates} creates so far, "
-                  f"{row.per_second:,.1f}/s", file=sys.stderr)
-    return rows
+            with EmbeddedDatabase(str(data_dir / "alone"), log_path=data_dir / "alone.log",
+                                  sync_on_commit=not unsafe) as database:
+                asyncio.run(transactions(database.uri, unsafe, WARMUP, options.concurrency, options.max_seconds,
+                                         None))
+                asyncio.run(transactions(database.uri, unsafe, options.requests, options.concurrency,
+                                         options.max_seconds, database_rows[mode]))
+            print(f"round {round_number + 1}/{options.rounds} {mode}: {rows[mode].per_second:,.1f} creates/s, "
+                  f"{database_rows[mode].per_second:,.1f} transactions/s so far", file=sys.stderr)
+    return rows, database_rows
 
 
-def report(rows: dict[str, Row], options: Options, started: datetime, elapsed: float,
-           load_before: tuple[float, float, float], workdir: Path) -> str:
+def table(rows: dict[str, Row], what: str) -> list[str]:
     baseline = rows[BASELINE]
-    header = "| mode | creates | creates/s | ratio to unsafe | p50 ms | p95 ms | p99 ms | errors |"
+    header = f"| {what} | count | per second | ratio to unsafe | p50 ms | p95 ms | p99 ms | errors |"
+    lines = [header, "| " + " | ".join("---" for _ in range(header.count("|") - 1)) + " |"]
+    for row in rows.values():
+        ratio = row.per_second / baseline.per_second if baseline.per_second else float("nan")
+        lines.append(
+            f"| {row.mode} | {row.creates:,} | {row.per_second:,.1f} | {ratio:.2f} | "
+            f"{percentile_ms(row.latencies, 0.5):,.1f} | {percentile_ms(row.latencies, 0.95):,.1f} | "
+            f"{percentile_ms(row.latencies, 0.99):,.1f} | {sum(row.errors.values())} |")
+    return lines
+
+
+def report(rows: dict[str, Row], database_rows: dict[str, Row], options: Options, started: datetime,
+           elapsed: float, load_before: tuple[float, float, float], workdir: Path) -> str:
     lines = [
         "# Durability benchmark",
         "",
@@ -194,24 +265,20 @@ def report(rows: dict[str, Row], options: Options, started: datetime, elapsed: f
         f"{options.concurrency} concurrent clients; whole run {elapsed:.0f} s; load average "
         f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
-        header,
-        "| " + " | ".join("---" for _ in range(header.count("|") - 1)) + " |",
-    ]
-    for row in rows.values():
-        ratio = row.per_second / baseline.per_second if baseline.per_second else float("nan")
-        lines.append(
-            f"| {row.mode} | {row.creates:,} | {row.per_second:,.1f} | {ratio:.2f} | "
-            f"{percentile_ms(row.latencies, 0.5):,.1f} | {percentile_ms(row.latencies, 0.95):,.1f} | "
-            f"{percentile_ms(row.latencies, 0.99):,.1f} | {sum(row.errors.values())} |")
-    lines += [
+        *table(rows, "`POST /service`"),
         "",
-        "- creates: `POST /service` answered 201 (the service and its ServiceCreateEvent in one "
-        "transaction; no subscription). creates/s: creates / time from the first request to the last "
+        *table(database_rows, "database alone: 2-insert transaction"),
+        "",
+        "- `POST /service`: creates answered 201 (the service and its ServiceCreateEvent in one "
+        "transaction; no subscription); per second: creates / time from the first request to the last "
         "answer, over all rounds. Latency: from sending a request to its full answer.",
+        "- database alone: a fresh embedded database in the same mode, without the suite, and at most as many "
+        "transactions, each inserting a service and an event, through `in_transaction` with the client "
+        "options the suite uses in that mode, from as many concurrent tasks.",
         "- durable: the embedded database fsyncs its journal on every commit, writes ask for "
         "`w: majority, j: true`. `--unsafe-skip-fsync`: neither (the baseline).",
     ]
-    for row in rows.values():
+    for row in [*rows.values(), *database_rows.values()]:
         if row.stopped_early:
             lines.append(f"- {row.mode}: {row.stopped_early} rounds reached the time limit before "
                          f"{options.requests} creates")
@@ -250,12 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="sqm-bench-durability-"))
     try:
-        rows = measure(options, workdir)
+        rows, database_rows = measure(options, workdir)
     except BaseException:
         print(f"the server and database logs are kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
-    text = report(rows, options, started, time.perf_counter() - clock, load_before, workdir)
+    text = report(rows, database_rows, options, started, time.perf_counter() - clock, load_before, workdir)
     print()
     print(text)
     options.output.parent.mkdir(parents=True, exist_ok=True)
