@@ -216,16 +216,15 @@ def serve(args: argparse.Namespace) -> int:
             structlog.get_logger("sqm").warning(
                 "unsafe_skip_fsync", detail="writes are acknowledged before they reach the disk: a crash "
                 "or power cut can lose changes already answered 2xx, and their events")
-        if not uri:
+        if uri:
+            _check_port(host, port)
+            _check_database(uri, uri_source)
+        else:
             # Before anything else touches the data dir: a second server must leave it alone.
             _check_data_dir(data_dir)
             lock = DataDirLock(data_dir)
             lock.acquire()
-        _check_port(host, port)
-        if uri:
-            _check_database(uri, uri_source)
-        else:
-            assert lock is not None
+            _check_port(host, port)
             # The embedded mode is a laptop or test bench: listeners on this machine are the norm.
             os.environ.setdefault("SQM_ALLOW_PRIVATE_CALLBACKS", "true")
             embedded = EmbeddedDatabase(str(data_dir / "db"), log_path=data_dir / "database.log",
