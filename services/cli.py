@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
+import fcntl
+import json
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 import warnings
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 # connexion imports starlette's test client, which warns about httpx on every start; it says
 # nothing to someone running the suite.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
+import structlog  # noqa: E402
 import uvicorn  # noqa: E402
-from pymongo import MongoClient  # noqa: E402
+from pymongo import MongoClient, uri_parser  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
 from services import clients  # noqa: E402
@@ -73,15 +80,103 @@ def _check_data_dir(path: Path) -> None:
         raise StartupError(f"data dir {path} is not writable: {exc.strerror}") from None
 
 
-def _check_database(uri: str) -> None:
+def _check_database(uri: str, source: str) -> None:
+    """``source`` is where the URI came from (the flag or the variable), for the message."""
+    try:
+        # Strict parsing: the driver itself only warns about an unknown or malformed option, on
+        # stderr, and then goes on without it.
+        uri_parser.parse_uri(uri)
+    except (ConfigurationError, ValueError) as exc:
+        raise StartupError(f"{source} is not a valid MongoDB URI: {exc}") from None
     try:
         client: MongoClient[dict[str, object]]
-        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
-            client.admin.command("ping")
+        with warnings.catch_warnings():
+            # What is left are the driver's remarks about the server it found; the one line
+            # below, or the suite's own logs, say what matters.
+            warnings.simplefilter("ignore")
+            with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+                client.admin.command("ping")
     except ConfigurationError as exc:
-        raise StartupError(f"the MongoDB URI is not valid: {exc}") from None
+        raise StartupError(f"{source} is not a valid MongoDB URI: {exc}") from None
     except PyMongoError:
-        raise StartupError("cannot reach MongoDB at the given URI within 5 s; check --mongodb-uri") from None
+        raise StartupError(f"cannot reach the MongoDB that {source} names within 5 s; check it") from None
+
+
+class DataDirLock:
+    """An exclusive lock on a data dir for the life of one ``sqm serve`` (and of its embedded
+    database, which inherits it), and ``serve.json``, which tells other commands where that
+    database answers. The kernel releases the lock when its holders die, so a crash leaves
+    nothing that blocks a restart; a stale ``serve.json`` is simply overwritten."""
+
+    LOCK = "serve.lock"
+    ANNOUNCEMENT = "serve.json"
+    # A server killed alone leaves its database stopping for a moment; a restart waits for it.
+    ORPHAN_WAIT_SECONDS = 20.0
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.fd = -1
+        self.announced = False
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.data_dir / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StartupError(f"data dir {self.data_dir} is not writable: {exc.strerror}") from None
+        deadline = time.monotonic() + self.ORPHAN_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self._holder(fd)
+                if holder is not None and _alive(holder):
+                    os.close(fd)
+                    raise StartupError(
+                        f"data dir {self.data_dir} in use by another sqm serve (pid {holder})") from None
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise StartupError(
+                        f"data dir {self.data_dir} is still in use by the database of a sqm serve "
+                        f"(pid {holder if holder is not None else 'unknown'}) that has ended; "
+                        "stop that database process") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> int | None:
+        try:
+            return int(os.pread(fd, 32, 0).decode().strip())
+        except (OSError, ValueError):
+            return None
+
+    def announce(self, database_uri: str) -> None:
+        """Write ``serve.json`` (``pid`` and ``database_uri``), replacing any left by a crash."""
+        target = self.data_dir / self.ANNOUNCEMENT
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"pid": os.getpid(), "database_uri": database_uri}) + "\n")
+        os.replace(partial, target)
+        self.announced = True
+
+    def release(self) -> None:
+        if self.announced:
+            with contextlib.suppress(OSError):
+                (self.data_dir / self.ANNOUNCEMENT).unlink()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
@@ -107,7 +202,10 @@ def serve(args: argparse.Namespace) -> int:
     host, port = args.host, args.port
     data_dir = Path(args.data_dir).resolve()
     uri = args.mongodb_uri or os.environ.get("SQM_MONGODB_URI", "")
+    uri_source = "--mongodb-uri" if args.mongodb_uri else "SQM_MONGODB_URI"
+    overrides: dict[str, Any] = {"unsafe_skip_fsync": True} if args.unsafe_skip_fsync else {}
     embedded: EmbeddedDatabase | None = None
+    lock: DataDirLock | None = None
     _stop_cleanly_on_sigterm()
     try:
         os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
@@ -118,18 +216,28 @@ def serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("SQM_INVENTORY_URL", f"{public}/tmf-api/serviceInventory/v4")
         os.environ.setdefault("SQM_ALARM_HUB_URL", f"{public}/tmf-api/alarmManagement/v4")
         os.environ.setdefault("SQM_SLA_HUB_URL", f"{public}/tmf-api/slaManagement/v4")
-        settings = Settings.from_env()
+        settings = Settings.from_env(**overrides)
         configure_logging(settings.log_level)
-        _check_port(host, port)
+        if settings.unsafe_skip_fsync:
+            structlog.get_logger("sqm").warning(
+                "unsafe_skip_fsync", detail="writes are acknowledged before they reach the disk: a crash "
+                "or power cut can lose changes already answered 2xx, and their events")
         if uri:
-            _check_database(uri)
+            _check_port(host, port)
+            _check_database(uri, uri_source)
         else:
+            # Before anything else touches the data dir: a second server must leave it alone.
+            _check_data_dir(data_dir)
+            lock = DataDirLock(data_dir)
+            lock.acquire()
+            _check_port(host, port)
             # The embedded mode is a laptop or test bench: listeners on this machine are the norm.
             os.environ.setdefault("SQM_ALLOW_PRIVATE_CALLBACKS", "true")
-            _check_data_dir(data_dir)
-            embedded = EmbeddedDatabase(str(data_dir / "db"), log_path=data_dir / "database.log")
+            embedded = EmbeddedDatabase(str(data_dir / "db"), log_path=data_dir / "database.log",
+                                        sync_on_commit=not settings.unsafe_skip_fsync, hold=[lock.fd])
             uri = embedded.start()
-        app = create_app(Settings.from_env(mongodb_uri=uri))
+            lock.announce(uri)
+        app = create_app(Settings.from_env(mongodb_uri=uri, **overrides))
         config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
                                 lifespan="on", server_header=False)
         server = uvicorn.Server(config)
@@ -141,24 +249,83 @@ def serve(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
-        if embedded is not None:
-            embedded.stop()
+        try:
+            if embedded is not None:
+                embedded.stop()
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+# What ``serve`` puts in place of a variable that is not set, where that differs from the
+# settings' own default (see the ``setdefault`` calls in ``serve``).
+SERVE_DEFAULTS = {
+    "SQM_MONGODB_URI": "(not set: the embedded database)",
+    "SQM_PUBLIC_URL": "http://HOST:PORT",
+    "SQM_ALLOW_PRIVATE_CALLBACKS": "true with the embedded database, otherwise false",
+    "SQM_INVENTORY_URL": "this server's inventory",
+    "SQM_ALARM_HUB_URL": "this server's alarm hub",
+    "SQM_SLA_HUB_URL": "this server's SLA hub",
+}
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if value != "" else "(not set)"
+
+
+def environment_defaults() -> list[tuple[str, str]]:
+    """Every ``SQM_*`` variable with the default ``sqm serve`` uses, as ``serve --help`` shows it."""
+    return [(name, SERVE_DEFAULTS.get(name, _default_text(default))) for name, default in Settings.documented()]
+
+
+def _environment_help() -> str:
+    rows = environment_defaults()
+    width = max(len(name) for name, _ in rows)
+    return ("environment variables and their defaults (a flag wins over its variable; README.md\n"
+            "says what each one does):\n" + "\n".join(f"  {name:<{width}}  {default}" for name, default in rows))
+
+
+SERVE_DESCRIPTION = """\
+Run every API of the suite (service inventory, SLA management, alarm intake, service problem
+management), with their hubs and event delivery, on one port.
+
+Without --mongodb-uri (or SQM_MONGODB_URI), it starts the embedded database as a child
+process, with its data in --data-dir, and keeps that data dir locked while it runs. Every
+change is on disk before it is answered, so that a crash loses nothing that was acknowledged.
+It prints "tmf-sqm ready on http://HOST:PORT" once it serves, and stops cleanly on Ctrl-C or
+SIGTERM. Bad configuration ends with one "sqm: ..." line and exit code 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sqm", description="tmf-sqm: TM Forum service quality management")
+    parser.add_argument("--version", action="version", version=f"sqm {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="run every API on one port")
+    run = commands.add_parser("serve", help="run every API on one port", description=SERVE_DESCRIPTION,
+                              epilog=_environment_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     run.add_argument("--data-dir", default="./.sqm", help="where the embedded database keeps its data (default ./.sqm)")
     run.add_argument("--mongodb-uri", default=None,
                      help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    run.add_argument("--unsafe-skip-fsync", action="store_true",
+                     help="acknowledge writes before they reach the disk: faster, but a crash or power cut can "
+                          "lose changes already answered 2xx, and their events (or set SQM_UNSAFE_SKIP_FSYNC=true)")
     clients.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "client":
         return clients.run(args)
     return serve(args)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tmf-sqm")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

@@ -223,8 +223,13 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        # A change is answered only once a majority of the replica set has it in its journal on
+        # disk, so that neither a crash nor a failover loses it. These options override any
+        # write concern in the URI. The opt-in unsafe mode acknowledges what the primary holds in memory.
+        durability: dict[str, Any] = ({"w": 1, "journal": False} if settings.unsafe_skip_fsync
+                                      else {"w": "majority", "journal": True})
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongodb_uri, serverSelectionTimeoutMS=5000, uuidRepresentation="standard")
+            settings.mongodb_uri, serverSelectionTimeoutMS=5000, uuidRepresentation="standard", **durability)
         database = client[settings.database]
         state["database"] = database
         events = EventStore(database)

@@ -12,12 +12,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 EXECUTABLE = "secantusd-py"
+MEMORY = ":memory:"
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -50,12 +52,21 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedDatabase:
-    """``storage`` is a directory, or ``:memory:`` for a throw-away database."""
+    """``storage`` is a directory, or ``:memory:`` for a throw-away database.
 
-    def __init__(self, storage: str, log_path: Path | None = None, startup_timeout: float = 60.0) -> None:
+    A database in a directory flushes its journal to disk before it acknowledges a commit
+    (``--sync-on-commit``), so that nothing it answered is lost if the machine or the process
+    dies; ``sync_on_commit=False`` trades that for throughput. ``hold`` are file descriptors the
+    database process keeps open for as long as it runs (a lock on its data dir, so that the lock
+    outlives a parent that was killed while its database still shuts down)."""
+
+    def __init__(self, storage: str, log_path: Path | None = None, startup_timeout: float = 60.0,
+                 sync_on_commit: bool = True, hold: Sequence[int] = ()) -> None:
         self.storage = storage
         self.log_path = log_path
         self.startup_timeout = startup_timeout
+        self.sync_on_commit = sync_on_commit
+        self.hold = tuple(hold)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -68,8 +79,13 @@ class EmbeddedDatabase:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         command = [_executable(), "--host", "127.0.0.1", "--port", str(self.port),
                    "--storage-path", self.storage, "--log-level", "WARNING"]
+        # A throw-away database has nothing to keep across a crash.
+        if self.sync_on_commit and self.storage != MEMORY:
+            command.append("--sync-on-commit")
+        # The database's test harness switch turns its journal off: never inherit it.
+        environment = {k: v for k, v in os.environ.items() if k != "SECANTUS_TEST_FAST_STORAGE"}
         self.process = subprocess.Popen(  # noqa: S603 - fixed executable, our own arguments
-            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=environment, pass_fds=self.hold,
             preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
         if not isinstance(log, int):

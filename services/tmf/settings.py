@@ -66,6 +66,9 @@ class Settings:
 
     mongodb_uri: str = ""
     database: str = "sqm"
+    # Acknowledge writes before they reach the disk: faster, but a crash or power cut can lose
+    # changes that were already answered 2xx, and their events.
+    unsafe_skip_fsync: bool = False
     public_url: str = "http://127.0.0.1:8080"
     page_default_limit: int = 100
     page_max_limit: int = 1000
@@ -111,6 +114,7 @@ class Settings:
         base = cls(
             mongodb_uri=os.environ.get("SQM_MONGODB_URI", ""),
             database=os.environ.get("SQM_DATABASE", "sqm"),
+            unsafe_skip_fsync=_bool("SQM_UNSAFE_SKIP_FSYNC", False),
             public_url=os.environ.get("SQM_PUBLIC_URL", cls.public_url).rstrip("/"),
             page_default_limit=_int("SQM_PAGE_DEFAULT_LIMIT", cls.page_default_limit, 1),
             page_max_limit=_int("SQM_PAGE_MAX_LIMIT", cls.page_max_limit, 1),

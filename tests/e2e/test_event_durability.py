@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.tmf.embedded import EmbeddedDatabase
-from tests.e2e.test_serve import INVENTORY, SQM, STOP_TIMEOUT, Server, _environment, _pump, free_port
 from tests.support.listener import Listener
+from tests.support.sqm_process import INVENTORY, SQM, STOP_TIMEOUT, Server, environment, free_port, pump
 
 SERVICE = f"{INVENTORY}/service"
 HUB = f"{INVENTORY}/hub"
@@ -126,7 +126,7 @@ def servers(tmp_path: Path, database: EmbeddedDatabase,
 
     def start(**settings: object) -> Server:
         port = free_port()
-        env = _environment()
+        env = environment()
         env.update({"SQM_DATABASE": name, "SQM_ALLOW_PRIVATE_CALLBACKS": "true"})
         env.update({f"SQM_{key.upper()}": str(value) for key, value in settings.items()})
         stderr_path = tmp_path / f"sqm-{len(started)}.stderr"
@@ -139,7 +139,7 @@ def servers(tmp_path: Path, database: EmbeddedDatabase,
             )
         server = Server(process, port, stderr_path)
         started.append(server)
-        server.reader = threading.Thread(target=_pump, args=(process.stdout, server.lines), daemon=True)
+        server.reader = threading.Thread(target=pump, args=(process.stdout, server.lines), daemon=True)
         server.reader.start()
         server.wait_ready()
         return server

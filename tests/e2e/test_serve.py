@@ -4,213 +4,32 @@ newcomer runs into, each reported in one line."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
+import json
 import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
-SQM = Path(sys.executable).parent / "sqm"
-INVENTORY = "/tmf-api/serviceInventory/v4"
-DATABASE_EXECUTABLE = "secantusd-py"
-# Safety bounds only: nothing here asserts how fast anything is.
-READY_TIMEOUT = 90.0
-STOP_TIMEOUT = 45.0
-BAD_CONFIG_TIMEOUT = 60.0
+from tests.support.sqm_process import (
+    INVENTORY,
+    SQM,
+    STOP_TIMEOUT,
+    Server,
+    StartSqm,
+    accepts_connections,
+    databases_using,
+    environment,
+    free_port,
+    is_running,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# --- processes, read from /proc (psutil is not a dependency) ------------------------------------
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid), or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name sits in parentheses and may itself contain spaces or parentheses.
-    state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
-    return state, int(ppid)
-
-
-def _pids() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-
-
-def is_running(pid: int, executable: str = DATABASE_EXECUTABLE) -> bool:
-    """Whether ``pid`` is still a live (not zombie) process of ``executable``."""
-    stat = _stat(pid)
-    if stat is None or stat[0] in {"Z", "X"}:
-        return False
-    return any(executable in part for part in _cmdline(pid))
-
-
-def database_children(parent: int) -> list[int]:
-    found = []
-    for pid in _pids():
-        stat = _stat(pid)
-        if stat is not None and stat[1] == parent and is_running(pid):
-            found.append(pid)
-    return found
-
-
-def databases_using(path: Path) -> list[int]:
-    """Live embedded database processes whose command line mentions ``path``."""
-    return [pid for pid in _pids() if is_running(pid) and any(str(path) in arg for arg in _cmdline(pid))]
-
-
-def option(pid: int, name: str) -> str:
-    args = _cmdline(pid)
-    return args[args.index(name) + 1]
-
-
-def accepts_connections(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-# --- one ``sqm serve`` process ------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    port: int
-    stderr_path: Path
-    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
-    ready_line: str = ""
-    database_pid: int = 0
-    database_port: int = 0
-    reader: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"sqm serve printed no ready line within {READY_TIMEOUT:.0f} s:\n{self.stderr()}")
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.process.wait(timeout=STOP_TIMEOUT)
-                pytest.fail(f"sqm serve exited with {self.process.returncode} before it was ready:\n{self.stderr()}")
-            if line.startswith("tmf-sqm ready"):
-                self.ready_line = line.rstrip("\n")
-                return
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT)
-            pytest.fail(f"sqm serve did not stop within {STOP_TIMEOUT:.0f} s of {sig.name}")
-
-
-def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-@pytest.fixture
-def sqm(tmp_path: Path) -> Iterator[Any]:
-    """Starts ``sqm serve`` and waits for its ready line; whatever is still running at the end of
-    the test is stopped, and the test fails if an embedded database outlived its server."""
-    started: list[Server] = []
-
-    def start(data_dir: Path, port: int | None = None) -> Server:
-        port = port or free_port()
-        stderr_path = tmp_path / f"sqm-{len(started)}.stderr"
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                [str(SQM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                cwd=tmp_path,
-                env=_environment(),
-            )
-        server = Server(process, port, stderr_path)
-        started.append(server)
-        server.reader = threading.Thread(target=_pump, args=(process.stdout, server.lines), daemon=True)
-        server.reader.start()
-        server.wait_ready()
-        children = database_children(process.pid)
-        assert len(children) == 1, f"expected one embedded database child, found {children}"
-        server.database_pid = children[0]
-        server.database_port = int(option(children[0], "--port"))
-        return server
-
-    try:
-        yield start
-    finally:
-        leftovers = []
-        for server in started:
-            # Shown by pytest only when the test fails: the server's log explains a 500.
-            print(f"--- stderr of sqm serve on port {server.port} ---\n{server.stderr()[-20_000:]}")
-            if server.process.poll() is None:
-                server.process.terminate()
-                try:
-                    server.process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    server.process.kill()
-                    server.process.wait(timeout=STOP_TIMEOUT)
-            # The reader ends at EOF, which the exited process has sent; closing the pipe under
-            # a reader still inside read() would raise in its thread.
-            reader = server.reader
-            if reader is not None:
-                reader.join(timeout=STOP_TIMEOUT)
-            if server.process.stdout is not None and not (reader and reader.is_alive()):
-                server.process.stdout.close()
-            if server.database_pid and is_running(server.database_pid):
-                leftovers.append(server.database_pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(server.database_pid, signal.SIGKILL)
-        assert not leftovers, f"embedded databases {leftovers} outlived their sqm serve"
-
-
-def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQM_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+BAD_CONFIG_TIMEOUT = 60.0  # a safety bound only
 
 
 def assert_database_gone(server: Server) -> None:
@@ -262,7 +81,7 @@ def snapshot(client: httpx.Client, ids: dict[str, str], hub_id: str) -> dict[str
     }
 
 
-def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) -> None:
+def test_value_chain_is_served_and_survives_a_restart(sqm: StartSqm, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = sqm(data_dir)
     assert server.ready_line == f"tmf-sqm ready on http://127.0.0.1:{server.port}"
@@ -392,7 +211,7 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: Any, tmp_path: Path) 
     assert_database_gone(again)
 
 
-def test_sigint_stops_server_and_embedded_database(sqm: Any, tmp_path: Path) -> None:
+def test_sigint_stops_server_and_embedded_database(sqm: StartSqm, tmp_path: Path) -> None:
     server = sqm(tmp_path / "data")
     assert accepts_connections(server.database_port)
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -403,12 +222,67 @@ def test_sigint_stops_server_and_embedded_database(sqm: Any, tmp_path: Path) -> 
     assert not accepts_connections(server.port)
     assert "Traceback" not in server.stderr()
     assert databases_using(tmp_path) == []
+    # Nobody is to look for this database any more.
+    assert not (tmp_path / "data" / "serve.json").exists()
+
+
+def test_serve_json_tells_where_the_database_answers(sqm: StartSqm, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = sqm(data_dir)
+    announced = json.loads((data_dir / "serve.json").read_text())
+    assert announced == {"pid": server.process.pid,
+                         "database_uri": f"mongodb://127.0.0.1:{server.database_port}/?directConnection=true"}
+    # Another command can reach the database through it, and it holds what the server stored.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        created = create(client, {"name": "probe", "state": "active", "serviceSpecification": {"id": "spec"}})
+    with MongoClient(announced["database_uri"], serverSelectionTimeoutMS=10_000) as database:
+        assert database["sqm"]["service"].find_one({"_id": created["id"]}) is not None
+
+
+def test_second_server_on_a_data_dir_in_use_is_refused_without_touching_it(sqm: StartSqm, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = sqm(data_dir)
+    files_before = sorted(p.relative_to(data_dir) for p in (data_dir / "db").rglob("*"))
+    log_before = (data_dir / "database.log").read_bytes()
+
+    result = run_bad(tmp_path, "--port", str(free_port()), "--data-dir", str(data_dir),
+                     running=(first.database_pid,))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"sqm: data dir {data_dir} in use by another sqm serve (pid {first.process.pid})"]
+    # No second database was started on the files: the log has no new line and the first
+    # server still serves, announced as before.
+    assert (data_dir / "database.log").read_bytes() == log_before
+    assert sorted(p.relative_to(data_dir) for p in (data_dir / "db").rglob("*")) == files_before
+    assert json.loads((data_dir / "serve.json").read_text())["pid"] == first.process.pid
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        assert client.get("/health").json()["status"] == "up"
+
+
+def test_a_server_killed_alone_does_not_block_a_restart(sqm: StartSqm, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = sqm(data_dir)
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        created = create(client, {"name": "kept", "state": "active", "serviceSpecification": {"id": "spec"}})
+    # Its database is told to stop when it dies, and holds the data dir until it has.
+    first.process.kill()
+    assert first.process.wait(timeout=STOP_TIMEOUT) == -signal.SIGKILL
+
+    again = sqm(data_dir)
+    # The stale serve.json was replaced.
+    assert json.loads((data_dir / "serve.json").read_text())["pid"] == again.process.pid
+    assert not is_running(first.database_pid)
+    with httpx.Client(base_url=again.url, timeout=30) as client:
+        assert client.get(f"{INVENTORY}/service/{created['id']}").status_code == 200
 
 
 # --- bad configuration --------------------------------------------------------------------------
 
 
-def run_bad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_bad(tmp_path: Path, *args: str, running: tuple[int, ...] = (), **settings: object,
+            ) -> subprocess.CompletedProcess[str]:
+    """Runs ``sqm serve`` with a configuration it must refuse; ``running`` are the embedded
+    databases that were already running before and must be the only ones after."""
     try:
         result = subprocess.run(
             [str(SQM), "serve", "--host", "127.0.0.1", *args],
@@ -416,7 +290,7 @@ def run_bad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             text=True,
             stdin=subprocess.DEVNULL,
             cwd=tmp_path,
-            env=_environment(),
+            env=environment(**settings),
             timeout=BAD_CONFIG_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
@@ -427,7 +301,7 @@ def run_bad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     messages = [line for line in result.stderr.splitlines() if line.startswith("sqm: ")]
     assert len(messages) == 1, result.stderr
     # Nothing may keep running behind a failed start.
-    assert databases_using(tmp_path) == []
+    assert sorted(databases_using(tmp_path)) == sorted(running)
     return result
 
 
@@ -505,3 +379,41 @@ def test_an_alarm_sent_right_after_the_ready_line_opens_a_problem(sqm: Any, tmp_
         assert {s["status"] for s in ready.json()["subscriptions"]} == {"ready"}
         assert client.get("/health/live").status_code == 200
     assert server.stop(signal.SIGTERM) == 0, server.stderr()
+@pytest.mark.parametrize(("uri", "complaint"), [
+    ("mongodb://127.0.0.1:1/?fsync=true&colour=blue", "Unknown option"),
+    ("mongodb://127.0.0.1:1/?journal=maybe", "journal"),
+    ("127.0.0.1:27017", "mongodb://"),
+])
+def test_bad_uri_in_the_environment_names_the_variable(tmp_path: Path, uri: str, complaint: str) -> None:
+    result = run_bad(tmp_path, "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                     mongodb_uri=uri)
+    # One line and nothing before it: no warning of the driver's.
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith("sqm: SQM_MONGODB_URI is not a valid MongoDB URI: "), message
+    assert complaint in message
+    assert "--mongodb-uri" not in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_uri_in_the_flag_names_the_flag(tmp_path: Path) -> None:
+    result = run_bad(tmp_path, "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                     "--mongodb-uri", "mongodb://127.0.0.1:1/?colour=blue",
+                     mongodb_uri="mongodb://ignored.invalid/")
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith("sqm: --mongodb-uri is not a valid MongoDB URI: "), message
+    assert "SQM_MONGODB_URI" not in message
+
+
+def test_unreachable_mongodb_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    result = run_bad(tmp_path, "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                     mongodb_uri="mongodb://127.0.0.1:1/")
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith("sqm: cannot reach the MongoDB that SQM_MONGODB_URI names"), message
+    assert "--mongodb-uri" not in message
+
+
+def test_version() -> None:
+    result = subprocess.run([str(SQM), "--version"], capture_output=True, text=True, timeout=BAD_CONFIG_TIMEOUT,
+                            env=environment())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sqm {metadata.version('tmf-sqm')}"

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
 
 T = TypeVar("T")
 
@@ -35,9 +36,13 @@ def utcnow() -> datetime:
 
 async def in_transaction(database: AsyncDatabase[dict[str, Any]],
                          body: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-    """Run ``body`` in one MongoDB transaction (retried by the driver on transient errors)."""
+    """Run ``body`` in one MongoDB transaction (retried by the driver on transient errors).
+
+    The transaction reads one snapshot and commits with the client's write concern (majority,
+    journaled, unless the unsafe mode is configured), so that a commit answered is a commit kept."""
     async with database.client.start_session() as session:
-        result: T = await session.with_transaction(body)
+        result: T = await session.with_transaction(
+            body, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
         return result
 
 
