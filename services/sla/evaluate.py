@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from services.tmf.resource import ResourceApi
 
 CENT = Decimal("0.01")
+MAX_RULES = 50  # the document's bound on an SLA's rules and on an evaluation's violation lists
 # Money is quantized to cents whatever its size: the default 28 digits would fail on a large charge.
 MONEY_CONTEXT = Context(prec=1000)
 # A statement write loses to a concurrent one at most once per other close of the same party;
@@ -218,8 +219,10 @@ class Closer:
                                      for v in violations]
             withdrawn = await self.withdraw_unconfirmed(sla, period, results, {v["id"] for v in violations})
             if withdrawn:
+                # Rules renamed during the period can leave more provisional violations than an SLA
+                # has rules; all are withdrawn, the evaluation lists as many as its document allows.
                 document["withdrawnViolation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
-                                                  for v in withdrawn]
+                                                  for v in withdrawn[:MAX_RULES]]
             rebate = await self.record_rebate(sla, period, results, evaluation_id, document["violation"])
             if rebate is not None:
                 document["rebate"] = {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"]),
