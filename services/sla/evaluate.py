@@ -118,7 +118,7 @@ def withdrawal_reason(result: RuleResult | None) -> str:
         return "withdrawn at period close: no data counted for the rule, so it was not missed"
     unit = rule.unit or METRICS[rule.metric].unit
     return (f"withdrawn at period close: the period met the rule ({rule.metric} {result.actual} {unit}, "
-            f"rule {rule.operator} {rule.reference}); the data received until then did not show it yet")
+            f"rule {rule.operator} {rule.reference})")
 
 
 async def load_samples(store: MeasurementStore, services: list[str], metrics: list[str],
