@@ -67,7 +67,9 @@ PROBLEM_API = ApiDeclaration(
     event_records=(("serviceProblem", "serviceProblemEventRecord"),),
     consumes=(
         Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.alarm_hub_url, handle=take_alarm),
-        Consumption(("SLAViolationCreateEvent",), hub=lambda s: s.sla_hub_url, handle=take_violation),
+        # State changes carry withdrawals: a problem opened only by a withdrawn violation closes.
+        Consumption(("SLAViolationCreateEvent", "SLAViolationStateChangeEvent"), hub=lambda s: s.sla_hub_url,
+                    handle=take_violation),
     ),
 )
 

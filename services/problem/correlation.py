@@ -25,7 +25,7 @@ from services.tmf.repository import META, OPERATOR, public
 from services.tmf.repository.events import in_transaction
 from services.tmf.resource import ResourceApi
 
-from .lifecycle import OPEN, root_key, set_status, tracking
+from .lifecycle import FINAL, OPEN, root_key, set_status, tracking
 from .tasks import grouping_changes
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ log = structlog.get_logger("problem.correlation")
 SERIOUS = {"critical", "major"}
 PRIORITY = {"critical": 1, "major": 2}
 SUPPLIER = "supplier"
+VIOLATION_STATE_CHANGE = "SLAViolationStateChangeEvent"
 
 
 def qualifies(alarm: dict[str, Any]) -> bool:
@@ -291,6 +292,11 @@ class Correlator:
         violation = (event.get("event") or {}).get("slaViolation") or {}
         if not violation.get("id"):
             return
+        if event.get("eventType") == VIOLATION_STATE_CHANGE:
+            # provisional -> final changes nothing here: the problem is already open for it.
+            if violation.get("status") == "withdrawn":
+                await self.violation_withdrawn(violation)
+            return
         services = sorted({str(e["id"]) for e in violation.get("relatedEntity") or [] if e.get("id")})
         ref = {"id": violation["id"], "@referredType": "SLAViolation",
                **({"href": violation["href"]} if violation.get("href") else {})}
@@ -304,6 +310,19 @@ class Correlator:
             # Nothing says yet what broke the SLA: the problem asks for its root cause.
             await self.problems.insert(await self.sla_problem(violation, services, ref), OPERATOR,
                                        also=[(INFORMATION_REQUIRED, ["rootCauseService", "rootCauseResource"])])
+
+    async def violation_withdrawn(self, violation: dict[str, Any]) -> None:
+        """A provisional violation was withdrawn at period close (the period met the rule): the
+        problem it alone opened is closed, and problems with other causes forget it."""
+        why = str(violation.get("statusChangeReason") or "withdrawn at period close: the period met the rule")
+        reason = f"SLA violation {violation['id']} {why}"[:1000]
+        async with self.lock("sla-violations"):
+            holders = await self.problems.store.find(
+                {"slaViolation.id": violation["id"], "status": {"$in": [*OPEN, "resolved"]}}, OPERATOR,
+                sort=[("creationDate", 1)])
+            for problem in holders:
+                await self.problems.modify(problem["id"], withdraw(str(violation["id"]), reason), OPERATOR,
+                                           system=True)
 
     async def problem_for_services(self, services: list[str]) -> dict[str, Any] | None:
         if not services:
@@ -356,4 +375,34 @@ def attach(ref: dict[str, Any], violation: dict[str, Any]) -> Callable[[dict[str
                 "relatedParty": [*(problem.get("relatedParty") or []), *parties],
                 "trackingRecord": [*(problem.get("trackingRecord") or []),
                                    tracking(f"SLA violation {ref['id']} attached", time=now_text())]}
+    return change
+
+
+def withdraw(violation_id: str, reason: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The change a withdrawn violation makes to a problem that refers to it."""
+
+    def change(problem: dict[str, Any]) -> dict[str, Any]:
+        listed = problem.get("slaViolation") or []
+        if problem.get("status") in FINAL or not any(v.get("id") == violation_id for v in listed):
+            return problem  # settled meanwhile, or this event was taken before
+        others = [v for v in listed if v.get("id") != violation_id]
+        after = dict(problem)
+        if ((problem.get("firstAlert") or {}).get("id") == violation_id and not others
+                and not problem.get("underlyingAlarm")):
+            # Nothing else ever stood behind this problem: it is over. The reference stays, as the
+            # record of why the problem existed.
+            if after.get("status") != "resolved":
+                set_status(after, "resolved", reason)
+            set_status(after, "closed", reason)
+            return after
+        # Other alarms or violations keep the problem open; this violation is no longer one of them.
+        if others:
+            after["slaViolation"] = others
+        else:
+            after.pop("slaViolation", None)
+        after["trackingRecord"] = [*(problem.get("trackingRecord") or []),
+                                   tracking(f"{reason}; removed from the problem, which keeps its "
+                                            "other causes")]
+        return after
+
     return change

@@ -4,7 +4,7 @@ rebates in money and settlement statements."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,13 +26,18 @@ from .rules import SlaRules
 
 log = structlog.get_logger("sla")
 MAX_EVALUATION_DAYS = 400
+# Calendar arithmetic (business hours, time zones) needs a day of room on either side of a period.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 SLA = ResourceType(
     name="sla", type_name="ServiceLevelAgreement", event_prefix="SLA", rules=SlaRules(),
     indexes=(IndexModel([("_meta.services", ASCENDING)]), IndexModel([("relatedParty.id", ASCENDING)])),
 )
+# A violation's status (provisional, final, withdrawn) is its state: a change of it is announced
+# as SLAViolationStateChangeEvent.
 VIOLATION = ResourceType(
-    name="slaViolation", type_name="SLAViolation",
+    name="slaViolation", type_name="SLAViolation", state_attribute="status",
     indexes=(IndexModel([("sla.id", ASCENDING), ("period.startDateTime", ASCENDING)]),),
 )
 EVALUATION = ResourceType(name="slaEvaluation", type_name="SLAEvaluation",
@@ -63,12 +68,18 @@ def sla_handlers(context: ApiContext) -> dict[str, Handler]:
         if stored is None:
             raise NotFound(f"no ServiceLevelAgreement with id '{sla_id}'")
         period_body = body.get("period") or {}
-        period = Period(parse_time(str(period_body.get("startDateTime", ""))),
-                        parse_time(str(period_body.get("endDateTime", ""))))
-        if period.end <= period.start:
-            raise BadRequest("period.endDateTime must be after period.startDateTime")
-        if period.end - period.start > timedelta(days=MAX_EVALUATION_DAYS):
+        start = parse_time(str(period_body.get("startDateTime", "")))
+        end = parse_time(str(period_body.get("endDateTime", "")))
+        # Checked before a Period is made: Period refuses an inverted interval itself, with an
+        # error that is no client's business.
+        if end <= start:
+            raise BadRequest(f"period.endDateTime ({period_body.get('endDateTime')}) must be after "
+                             f"period.startDateTime ({period_body.get('startDateTime')})")
+        if end - start > timedelta(days=MAX_EVALUATION_DAYS):
             raise BadRequest(f"a period spans at most {MAX_EVALUATION_DAYS} days")
+        if not (EARLIEST <= start and end <= LATEST):
+            raise BadRequest(f"a period lies between {EARLIEST.date()} and {LATEST.date()}")
+        period = Period(start, end)
         close = bool(body.get("close", False))
         if close and period.end > context.clock():
             raise Conflict("the period has not ended yet; evaluate it without close to see where it stands")

@@ -3,17 +3,19 @@ settlement statements of the parties involved.
 
 Closing is idempotent: every object it makes has an id derived from (SLA, period), so closing
 twice, or resuming a close that stopped half-way, gives the same result and creates nothing
-twice.
+twice. Closing also settles what was raised early: a provisional violation is made final when
+the period missed its rule, and withdrawn when it did not.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, time
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
 
-from services.tmf.errors import Conflict
+from services.tmf.errors import Conflict, PreconditionFailed
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, OPERATOR, public
 
@@ -36,6 +38,12 @@ if TYPE_CHECKING:
     from services.tmf.resource import ResourceApi
 
 CENT = Decimal("0.01")
+MAX_RULES = 50  # the document's bound on an SLA's rules and on an evaluation's violation lists
+# Money is quantized to cents whatever its size: the default 28 digits would fail on a large charge.
+MONEY_CONTEXT = Context(prec=1000)
+# A statement write loses to a concurrent one at most once per other close of the same party;
+# modify retries a few times itself, this many rounds on top bound a pathological storm.
+STATEMENT_ROUNDS = 50
 PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
 CONSUMER_ROLES = {"slaconsumer", "consumer", "customer"}
 
@@ -57,7 +65,12 @@ def text(instant: datetime) -> str:
 
 
 def money(amount: Decimal, unit: str) -> dict[str, Any]:
-    return {"unit": unit, "value": float(amount.quantize(CENT))}
+    return {"unit": unit, "value": float(amount.quantize(CENT, context=MONEY_CONTEXT))}
+
+
+def decimal_money(value: float) -> Decimal:
+    """The exact cents of an amount stored by ``money`` (its shortest repr is the cent value)."""
+    return Decimal(repr(float(value)))
 
 
 def period_body(period: Period) -> dict[str, str]:
@@ -97,6 +110,17 @@ def _rank(result: RuleResult) -> tuple[int, Decimal]:
     return (1 if result.met else 0, result.actual if higher_is_better else -result.actual)
 
 
+def withdrawal_reason(result: RuleResult | None) -> str:
+    if result is None:
+        return "withdrawn at period close: the rule is no longer part of the SLA"
+    rule = result.rule
+    if result.met is None:
+        return "withdrawn at period close: no data counted for the rule, so it was not missed"
+    unit = rule.unit or METRICS[rule.metric].unit
+    return (f"withdrawn at period close: the period met the rule ({rule.metric} {result.actual} {unit}, "
+            f"rule {rule.operator} {rule.reference})")
+
+
 async def load_samples(store: MeasurementStore, services: list[str], metrics: list[str],
                        period: Period) -> dict[tuple[str, str], list[Sample]]:
     rows = await store.samples(services, metrics, int(period.start.timestamp()), int(period.end.timestamp()))
@@ -131,10 +155,24 @@ def result_body(result: RuleResult) -> dict[str, Any]:
         "actualValue": None if result.actual is None else float(result.actual), "met": result.met,
         "sampleCount": result.sample_count, "evaluatedSeconds": result.evaluated_seconds,
         "excludedSeconds": result.excluded_seconds, "missingSeconds": result.missing_seconds,
-        "exclusion": [{"reason": e.reason, "start": text(e.start), "end": text(e.end), "seconds": e.seconds}
-                      for e in result.exclusions],
+        # A maintenance window need not give a reason; the document's reason is a string when present.
+        "exclusion": [{**({"reason": e.reason} if e.reason is not None else {}), "start": text(e.start),
+                       "end": text(e.end), "seconds": e.seconds} for e in result.exclusions],
         "rebatePercent": float(result.rebate_percent),
     }
+
+
+def statement_totals(lines: list[dict[str, Any]], currency: str) -> dict[str, Any]:
+    """owed, owedTo and net of a statement's lines, exactly (Decimal cents)."""
+    owed = owed_to = Decimal(0)
+    for line in lines:
+        amount = decimal_money(line["amount"]["value"])
+        if line["direction"] == "payable":
+            owed = MONEY_CONTEXT.add(owed, amount)
+        else:
+            owed_to = MONEY_CONTEXT.add(owed_to, amount)
+    return {"owed": money(owed, currency), "owedTo": money(owed_to, currency),
+            "net": money(MONEY_CONTEXT.subtract(owed_to, owed), currency), "line": lines}
 
 
 class Closer:
@@ -152,6 +190,11 @@ class Closer:
         if sla.get("name"):
             ref["name"] = sla["name"]
         return ref
+
+    async def closed(self, sla: dict[str, Any], period: Period) -> bool:
+        """Whether ``period`` of ``sla`` has been closed."""
+        evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))
+        return await self.api("slaEvaluation").store.get(evaluation_id, OPERATOR) is not None
 
     async def evaluate(self, sla: dict[str, Any], period: Period, close: bool) -> dict[str, Any]:
         """Evaluate ``sla`` over ``period``; with ``close``, also settle the period (once)."""
@@ -174,6 +217,12 @@ class Closer:
             violations = [await self.record_violation(sla, period, r, final=True) for r in results if r.met is False]
             document["violation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
                                      for v in violations]
+            withdrawn = await self.withdraw_unconfirmed(sla, period, results, {v["id"] for v in violations})
+            if withdrawn:
+                # Rules renamed during the period can leave more provisional violations than an SLA
+                # has rules; all are withdrawn, the evaluation lists as many as its document allows.
+                document["withdrawnViolation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
+                                                  for v in withdrawn[:MAX_RULES]]
             rebate = await self.record_rebate(sla, period, results, evaluation_id, document["violation"])
             if rebate is not None:
                 document["rebate"] = {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"]),
@@ -197,6 +246,7 @@ class Closer:
         body: dict[str, Any] = {
             "date": text(self.context.clock()), "sla": self.sla_ref(sla), "period": period_body(period),
             "status": "final" if final else "provisional",
+            **({"statusChangeReason": "confirmed at period close"} if final else {}),
             "relatedParty": sla.get("relatedParty") or [],
             "relatedEntity": [{"id": s, "role": "coveredService", "@referredType": "Service"}
                               for s in covered_services(sla)],
@@ -207,7 +257,8 @@ class Closer:
                 "referenceValue": float(rule.reference), "operator": rule.operator,
                 "tolerance": float(rule.tolerance),
                 "comment": ("confirmed at period close" if final
-                            else "the rule can no longer be met in this period; final value at close"),
+                            else "the downtime observed so far already exceeds what the rule allows over the "
+                                 "whole period; final value at close"),
             },
             "@type": "SLAViolation",
         }
@@ -228,9 +279,44 @@ class Closer:
             return existing
 
         def finalise(before: dict[str, Any]) -> dict[str, Any]:
-            return {**before, **{k: v for k, v in body.items() if k != "date"}}
+            after = {**before, **{k: v for k, v in body.items() if k != "date"}}
+            if before.get("status") != "final":
+                after["statusChangeDate"] = body["date"]
+            return after
 
-        return await violations.modify(identity, finalise, OPERATOR)
+        return await violations.modify(identity, finalise, OPERATOR, system=True)
+
+    async def withdraw_unconfirmed(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
+                                   confirmed: set[str]) -> list[dict[str, Any]]:
+        """Withdraw the provisional violations of the period that the close did not confirm: the
+        data complete, the rule turned out met (or no longer exists, or had nothing to judge)."""
+        violations = self.api("slaViolation")
+        pending = await violations.store.find(
+            {"sla.id": sla["id"], "period.startDateTime": text(period.start),
+             "period.endDateTime": text(period.end), "status": "provisional"}, OPERATOR, sort=[("id", 1)])
+        by_rule = {r.rule.id: r for r in results}
+        withdrawn = []
+        for stored in pending:
+            if stored["id"] in confirmed:
+                continue
+            result = by_rule.get(str(((stored.get("violation") or {}).get("rule") or {}).get("id")))
+            withdrawn.append(await violations.modify(stored["id"], self.withdrawal(result), OPERATOR, system=True))
+        return withdrawn
+
+    def withdrawal(self, result: RuleResult | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        reason = withdrawal_reason(result)
+        at = text(self.context.clock())
+
+        def withdraw(before: dict[str, Any]) -> dict[str, Any]:
+            if before.get("status") != "provisional":
+                return before  # confirmed or withdrawn meanwhile: nothing to undo
+            details = {**(before.get("violation") or {}), "comment": reason}
+            if result is not None and result.actual is not None:
+                details["actualValue"] = details["violationAverage"] = float(result.actual)
+            return {**before, "status": "withdrawn", "statusChangeReason": reason, "statusChangeDate": at,
+                    "violation": details}
+
+        return withdraw
 
     async def record_rebate(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
                             evaluation_id: str, violations: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -238,7 +324,7 @@ class Closer:
         if not charge or not violations:
             return None
         currency = charge["unit"]
-        cap = sla.get("rebateCap", {}).get("percent")
+        cap = (sla.get("rebateCap") or {}).get("percent")
         computed = compute_rebate(Decimal(str(charge["value"])), results,
                                   None if cap is None else Decimal(str(cap)))
         if computed.amount <= 0:
@@ -252,8 +338,10 @@ class Closer:
             "sla": self.sla_ref(sla), "period": period_body(period),
             "charge": money(Decimal(str(charge["value"])), currency), "amount": money(computed.amount, currency),
             "capped": computed.capped,
-            "line": [{"rule": line.rule_id, "description": line.description, "percent": float(line.percent),
-                      "amount": money(line.amount, currency)} for line in computed.lines],
+            # The cap line belongs to no rule: it has no rule id rather than a null one.
+            "line": [{**({"rule": line.rule_id} if line.rule_id is not None else {}), "description": line.description,
+                      "percent": float(line.percent), "amount": money(line.amount, currency)}
+                     for line in computed.lines],
             "evaluation": {"id": evaluation_id, "href": self.api("slaEvaluation").href(evaluation_id)},
             "violation": violations, "@type": "Rebate",
         }
@@ -270,46 +358,53 @@ class Closer:
         for role in ("payer", "payee"):
             who = rebate.get(role)
             if who and who.get("id"):
-                await self.statement(who, rebate["period"], rebate["amount"]["unit"])
+                await self.statement(who, rebate)
 
-    async def statement(self, who: dict[str, Any], period: dict[str, str], currency: str) -> dict[str, Any]:
-        """Recompute one party's statement for a period from every rebate it pays or receives."""
-        rebates = await self.api("rebate").store.find(
-            {"period.startDateTime": period["startDateTime"], "period.endDateTime": period["endDateTime"],
-             "amount.unit": currency, "$or": [{"payer.id": who["id"]}, {"payee.id": who["id"]}]},
-            OPERATOR, sort=[("id", 1)])
-        owed = owed_to = Decimal(0)
-        lines = []
-        for rebate in rebates:
-            amount = Decimal(str(rebate["amount"]["value"]))
-            payable = (rebate.get("payer") or {}).get("id") == who["id"]
-            counterparty = rebate.get("payee" if payable else "payer")
-            if payable:
-                owed += amount
-            else:
-                owed_to += amount
-            other = (counterparty or {}).get("name") or (counterparty or {}).get("id") or "an unnamed party"
-            what = f"rebate owed to {other}" if payable else f"credit due from {other}"
-            line = {"rebate": {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"])},
-                    "sla": rebate["sla"], "direction": "payable" if payable else "receivable",
-                    "amount": rebate["amount"],
-                    "description": f"{what} for {rebate['sla'].get('name') or rebate['sla']['id']}"}
-            if counterparty:
-                line["counterparty"] = counterparty
-            lines.append(line)
-        body: dict[str, Any] = {
-            "party": who, "period": period, "currency": currency, "owed": money(owed, currency),
-            "owedTo": money(owed_to, currency), "net": money(owed_to - owed, currency), "line": lines,
-            "@type": "SettlementStatement",
-        }
+    def statement_line(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
+        payable = (rebate.get("payer") or {}).get("id") == who["id"]
+        counterparty = rebate.get("payee" if payable else "payer")
+        other = (counterparty or {}).get("name") or (counterparty or {}).get("id") or "an unnamed party"
+        what = f"rebate owed to {other}" if payable else f"credit due from {other}"
+        line = {"rebate": {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"])},
+                "sla": rebate["sla"], "direction": "payable" if payable else "receivable",
+                "amount": rebate["amount"],
+                "description": f"{what} for {rebate['sla'].get('name') or rebate['sla']['id']}"}
+        if counterparty:
+            line["counterparty"] = counterparty
+        return line
+
+    async def statement(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
+        """Put ``rebate`` on ``who``'s statement for its period and currency, once.
+
+        Rebates never change once made, so a statement is its lines plus totals summed from them.
+        Each close adds its own line to the statement as stored when the write lands: a write that
+        lost to a concurrent one is re-applied to the newer version, so no close can drop a line
+        another close added (a statement rebuilt from rebates read earlier could)."""
+        period, currency = rebate["period"], rebate["amount"]["unit"]
         statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
         statements = self.api("settlementStatement")
-        if await statements.store.get(statement_id, OPERATOR) is None:
+        line = self.statement_line(who, rebate)
+
+        def add(before: dict[str, Any]) -> dict[str, Any]:
+            lines = before.get("line") or []
+            if any(existing["rebate"]["id"] == rebate["id"] for existing in lines):
+                return before
+            return {**before, **statement_totals(sorted([*lines, line], key=lambda item: item["rebate"]["id"]),
+                                                 currency)}
+
+        for _ in range(STATEMENT_ROUNDS):
+            if await statements.store.get(statement_id, OPERATOR) is None:
+                body = {"party": who, "period": period, "currency": currency, **statement_totals([line], currency),
+                        "@type": "SettlementStatement"}
+                try:
+                    return await statements.insert(body, OPERATOR, resource_id=statement_id)
+                except Conflict:
+                    pass  # another close made it first: add to theirs
             try:
-                return await statements.insert(body, OPERATOR, resource_id=statement_id)
-            except Conflict:
-                pass
-        return await statements.modify(statement_id, lambda before: {**before, **body}, OPERATOR)
+                return await statements.modify(statement_id, add, OPERATOR)
+            except PreconditionFailed:
+                continue  # many closes of this party at once; each round one of them lands
+        raise PreconditionFailed(f"the settlement statement of {who['id']} is changing too often; close again")
 
     async def close_due(self) -> int:
         """Close every period that has ended, for every SLA with an evaluation period; returns

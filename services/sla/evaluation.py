@@ -82,14 +82,17 @@ Rebates
     Decimal; floats are refused. One currency per call: the caller keeps it.
 
 Continuous evaluation
-    ``can_still_be_met`` answers, before the period ends, whether any completion of the period
-    could still meet the rule, assuming all time not yet known to be down could still turn out
-    up (even past gaps, since late measurements may fill them). For availability that means a
-    violation once the downtime so far exceeds the budget for the whole counted period: counted
-    time * (1 - (reference - tolerance) / 100) for ``.ge`` (43.2 minutes for 99.9 % of a 30-day
-    month), reached or exceeded for ``.gt``. From the period's end on, it gives the closing
-    evaluation. Means and percentiles can always be rescued by future samples as far as we can
-    know, so they are reported as still possible until the period closes.
+    ``can_still_be_met`` answers whether any completion of the period could still meet the
+    rule, assuming all time not yet known to be down could still turn out up (even past gaps,
+    and even after the period has ended, since late measurements may fill them until the period
+    is closed). Missing time never counts against the rule: for availability the rule is lost
+    only once the observed downtime alone has spent the budget of the whole counted period, counted time *
+    (1 - (reference - tolerance) / 100) for ``.ge`` (43.2 minutes for 99.9 % of a 30-day month),
+    reached or exceeded for ``.gt`` (and, for ``.le``/``.lt``, once the observed uptime alone
+    exceeds what the rule allows). So a backfill of a past period, posted in any order, never
+    looks lost merely because most of it has not arrived yet. Means and percentiles can always
+    be rescued by samples still to come as far as we can know, so they are reported as still
+    possible: only the closing evaluation judges them.
 """
 
 from __future__ import annotations
@@ -746,28 +749,27 @@ def can_still_be_met(
     *,
     now: datetime,
 ) -> bool:
-    """Whether the rule can still be met in ``period`` given what is known at ``now``.
+    """Whether the rule can still be met in ``period`` given the samples known at ``now``.
 
-    Before the period ends, availability is lost once even an all-up remainder (including past
-    gaps, which late samples may still fill) cannot bring the result within the rule: for
-    ``.ge`` when the downtime so far exceeds counted time * (1 - (reference - tolerance) / 100),
-    where counted time is the whole period minus excluded time. Means and percentiles are
-    reported as still possible until the period ends, since later samples can always move them.
-    From the period's end on, the answer is the closing evaluation (a result with no data is not
-    a violation). Samples at or after ``now`` are ignored, and coverage is cut at ``now``.
+    Availability is lost once even an all-up completion (of the time still to come and of past
+    gaps, which late samples may fill) cannot bring the result within the rule: for ``.ge`` when
+    the observed downtime exceeds counted time * (1 - (reference - tolerance) / 100), where
+    counted time is the whole period minus excluded time. Time without samples never counts
+    against the rule, also after the period's end: only closing the period judges the data as
+    complete.
+    Means and percentiles are always reported as still possible, since later samples can move
+    them. Samples at or after ``now`` are ignored, and coverage is cut at ``now``.
     """
     _check_evaluable(rule)
     now_us = _to_us(now, "now")
-    start_us, end_us = _to_us(period.start, "period start"), _to_us(period.end, "period end")
-    if now_us >= end_us:
-        return evaluate_rule(rule, period, samples, windows, business_hours).met is not False
     if METRICS[rule.metric].aggregation != "availability":
         return True
+    start_us, end_us = _to_us(period.start, "period start"), _to_us(period.end, "period end")
     _, excluded, excluded_us = _exclusions(start_us, end_us, windows, business_hours)
     counted = end_us - start_us - excluded_us
     if counted == 0:
         return True  # nothing will ever be evaluated: no result, so no violation either
-    horizon = max(now_us, start_us)
+    horizon = min(max(now_us, start_us), end_us)
     per_value, _ = _coverage(_rows(samples, horizon, True), start_us, horizon, excluded)
     up, down = _up_down(per_value)
     # The range the final result can still take: all unknown time down .. all unknown time up.

@@ -94,7 +94,9 @@ class Intake:
 
     async def raise_early(self, slas: list[dict[str, Any]], samples: list[StoredSample], now: datetime) -> int:
         """Raise a provisional violation for each availability rule that new down samples made
-        impossible to meet in its period (only down samples can do that)."""
+        impossible to meet in its period (only down samples can do that): when the downtime
+        observed so far alone has spent the period's budget, whether or not the period has ended
+        and however much of it is still to arrive. Closed periods are left alone."""
         downs: dict[str, list[int]] = defaultdict(list)
         for sample in samples:
             if sample.metric == "availability" and sample.value == 0:
@@ -112,6 +114,8 @@ class Intake:
                        for s in services for at in downs.get(s, [])}
             windows, hours = windows_of(sla), business_hours_of(sla)
             for period in sorted(periods, key=lambda p: p.start):
+                if await self.closer.closed(sla, period):
+                    continue  # settled: late samples change nothing any more
                 loaded = await load_samples(self.closer.measurements, services, ["availability"], period)
                 results = {r.rule.id: r for r in evaluate_rules(sla, period, loaded)}
                 for rule in rules:

@@ -234,3 +234,91 @@ def test_sla_violation_without_a_problem_opens_one_that_asks_for_its_root_cause(
     records = client.get(f"{PROBLEMS}/serviceProblemEventRecord?serviceProblem.id={problem['id']}").json()
     asked = [r for r in records if r["eventType"] == "ServiceProblemInformationRequiredEvent"]
     assert [r["notification"]["fieldPath"] for r in asked] == ["rootCauseService,rootCauseResource"]
+
+
+def day_sla(client, name, service_id, charge=None):
+    body = {"name": name, "relatedEntity": [{"id": service_id, "role": "coveredService", "@referredType": "Service"}],
+            "relatedParty": [{"id": "operator", "role": "SLAProvider", "@referredType": "Organization"},
+                             {"id": "acme", "role": "SLAConsumer", "@referredType": "Organization"}],
+            "rule": [{"id": "a", "metric": "availability", "operator": ".ge", "referenceValue": 99.9,
+                      "rebateTier": [{"threshold": 99.9, "rebatePercent": 10}]}],
+            "evaluationPeriod": {"kind": "day", "timeZone": "UTC"}}
+    if charge is not None:
+        body["charge"] = {"unit": "EUR", "value": charge}
+    response = client.post(f"{SLA_API}/sla", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def outage_then_probes(client, service_id, day):
+    """An outage report (60 minutes down from 10:00, over the day's 1.44-minute budget on its own)
+    raises a provisional violation; the day's minute probes then show it lasted one minute."""
+    report = [{"metric": "availability", "value": 0, "observedAt": f"{day}T10:00:00Z",
+               "service": {"id": service_id}, "interval": 3600}]
+    assert client.post(f"{SLA_API}/measurement", json=report).json()["violationsRaised"] == 1
+    [violation] = client.get(f"{SLA_API}/slaViolation?relatedEntity.id={service_id}").json()
+    assert violation["status"] == "provisional"
+    probes = [{"metric": "availability", "value": 0 if minute == 600 else 1, "interval": 60,
+               "observedAt": f"{day}T{minute // 60:02d}:{minute % 60:02d}:00Z", "service": {"id": service_id}}
+              for minute in range(1440)]
+    assert client.post(f"{SLA_API}/measurement", json=probes).json()["violationsRaised"] == 0
+    return violation
+
+
+def test_a_problem_opened_only_by_a_withdrawn_violation_is_closed_with_the_reason(suite):
+    client = suite
+    covered = service(client, "briefly-down-vpn", category="CFS")
+    agreement = day_sla(client, "Briefly down", covered["id"], charge=500)
+    violation = outage_then_probes(client, covered["id"], "2026-10-12")
+    [problem] = eventually(lambda: problems(client, "category=SLA violation"))
+    assert problem["firstAlert"]["id"] == violation["id"]
+    assert problem["status"] == "pending"
+
+    response = client.post(f"{SLA_API}/slaEvaluation", json={
+        "sla": {"id": agreement["id"]}, "close": True,
+        "period": {"startDateTime": "2026-10-12T00:00:00Z", "endDateTime": "2026-10-13T00:00:00Z"}})
+    assert response.status_code == 201, response.text
+    evaluation = response.json()
+    # 1 of 1,440 minutes down: 99.93 %, the day met its rule: no final violation, no rebate.
+    assert evaluation["ruleResult"][0]["met"] is True
+    assert [v["id"] for v in evaluation["withdrawnViolation"]] == [violation["id"]]
+    assert evaluation["violation"] == [] and "rebate" not in evaluation
+    assert client.get(f"{SLA_API}/slaViolation/{violation['id']}").json()["status"] == "withdrawn"
+
+    url = f"{PROBLEMS}/serviceProblem/{problem['id']}"
+    closed = eventually(lambda: client.get(url).json()["status"] == "closed")
+    assert closed
+    after = client.get(url).json()
+    assert violation["id"] in after["statusChangeReason"]
+    assert "withdrawn" in after["statusChangeReason"] and "met the rule" in after["statusChangeReason"]
+    assert after["resolutionDate"]
+    assert [r["description"] for r in after["trackingRecord"][-2:]] == [after["statusChangeReason"]] * 2
+    records = client.get(f"{PROBLEMS}/serviceProblemEventRecord?serviceProblem.id={problem['id']}").json()
+    assert "ServiceProblemStateChangeEvent" in {r["eventType"] for r in records}
+    assert client.get(f"{SLA_API}/rebate").json() == []
+
+
+def test_a_withdrawn_violation_leaves_a_problem_with_other_causes_open(suite):
+    client = suite
+    vpn, _, _ = value_chain(client)
+    alarm(client, "link-1", name="access link 1")
+    [problem] = eventually(lambda: problems(client, "category=alarm"))
+    agreement = day_sla(client, "ACME VPN daily", vpn["id"])
+    violation = outage_then_probes(client, vpn["id"], "2026-10-13")
+    url = f"{PROBLEMS}/serviceProblem/{problem['id']}"
+    assert eventually(lambda: client.get(url).json().get("slaViolation"))
+
+    response = client.post(f"{SLA_API}/slaEvaluation", json={
+        "sla": {"id": agreement["id"]}, "close": True,
+        "period": {"startDateTime": "2026-10-13T00:00:00Z", "endDateTime": "2026-10-14T00:00:00Z"}})
+    assert response.status_code == 201, response.text
+    assert [v["id"] for v in response.json()["withdrawnViolation"]] == [violation["id"]]
+
+    dropped = eventually(lambda: not client.get(url).json().get("slaViolation"))
+    assert dropped
+    after = client.get(url).json()
+    assert after["status"] == "pending"  # the alarm still stands
+    assert [a["id"] for a in after["underlyingAlarm"]]
+    note = after["trackingRecord"][-1]["description"]
+    assert violation["id"] in note and "withdrawn" in note and "other causes" in note
+    assert problems(client, "category=SLA violation") == []

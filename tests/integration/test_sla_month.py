@@ -3,16 +3,23 @@ violations, rebates in money, settlement statements, and the events that carry t
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from services.app import create_app
+from services.tmf.embedded import free_port
+from services.tmf.spec import SchemaIndex, load_document
 from tests.conftest import make_settings
 from tests.support.listener import Listener
+from tests.support.server import serve
 
 SLA_API = "/tmf-api/slaManagement/v4"
 OCTOBER = datetime(2026, 10, 1, tzinfo=UTC)
@@ -238,3 +245,218 @@ def test_currency_cannot_change_once_rebates_exist(sla_client, clock):
     assert close(client, customer["id"])["rebate"]
     response = client.patch(f"{SLA_API}/sla/{customer['id']}", json={"charge": {"unit": "SEK", "value": 10000}})
     assert response.status_code == 409, response.text
+
+
+# --- backfills, withdrawals, exotic input, concurrent closes ----------------------------------
+
+NOVEMBER = datetime(2026, 11, 1, tzinfo=UTC)
+BURST_FROM = datetime(2026, 10, 2, 10, 0, tzinfo=UTC)  # minute 2,040: inside the first batch of 5,000
+BURST_MINUTES = 40
+
+
+def document_errors(schema: str, body: dict) -> list[str]:
+    return SchemaIndex(load_document("slaManagement.yaml"), schema).errors(body)
+
+
+def backfill_order(samples: list[dict], order: str) -> list[dict]:
+    if order == "reverse":
+        return samples[::-1]
+    if order == "random":
+        shuffled = samples[:]
+        random.Random(623).shuffle(shuffled)
+        return shuffled
+    return samples
+
+
+def test_a_met_month_backfilled_in_any_order_raises_nothing_and_closes_the_same(sla_client, clock):
+    client = sla_client
+    clock.now = datetime(2026, 11, 20, tzinfo=UTC)  # October is over: every sample is a backfill
+    listener = Listener().start()
+    try:
+        assert client.post(f"{SLA_API}/hub", json={"callback": listener.url,
+                                                   "query": "eventType=SLAViolationCreateEvent"}).status_code == 201
+        final_states = {}
+        for order in ("time", "reverse", "random"):
+            service = f"vpn-backfill-{order}"
+            customer = sla(client, f"Backfilled {order}", service, "operator", "acme", 1000, availability_rule(99.9))
+            samples = backfill_order(list(probes(service, OCTOBER, OCTOBER_MINUTES, BURST_FROM, BURST_MINUTES)), order)
+            first, rest = samples[:5000], samples[5000:]
+            assert send(client, first) == 0
+            if order == "time":
+                # What the first batch shows, judged as if October were complete: the 40-minute
+                # burst in 5,000 minutes is 99.2 %, a miss. Yet 40 minutes is within October's
+                # 44.64-minute budget, so nothing may be raised.
+                preview = client.post(f"{SLA_API}/slaEvaluation", json={
+                    "sla": {"id": customer["id"]},
+                    "period": {"startDateTime": OCTOBER.isoformat(), "endDateTime": NOVEMBER.isoformat()}})
+                assert preview.status_code == 201, preview.text
+                assert preview.json()["ruleResult"][0]["met"] is False
+            assert send(client, rest) == 0
+            assert client.get(f"{SLA_API}/slaViolation?sla.id={customer['id']}").json() == []
+            evaluation = close(client, customer["id"])
+            violations = client.get(f"{SLA_API}/slaViolation?sla.id={customer['id']}").json()
+            final_states[order] = (evaluation["ruleResult"], evaluation["violation"],
+                                   evaluation.get("withdrawnViolation"), evaluation.get("rebate"),
+                                   [(v["status"], v.get("statusChangeReason")) for v in violations])
+        # (44,640 - 40) / 44,640 = 99.91039...% -> 99.9104, met: nothing raised, nothing owed.
+        [result] = final_states["time"][0]
+        assert result["actualValue"] == pytest.approx(99.9104, abs=0.00005)
+        assert result["met"] is True
+        assert final_states["time"][1:] == ([], None, None, [])
+        assert final_states["reverse"] == final_states["time"]
+        assert final_states["random"] == final_states["time"]
+        assert client.get(f"{SLA_API}/rebate").json() == []
+        assert client.get(f"{SLA_API}/settlementStatement").json() == []
+        # Nothing was announced either (a violation event would have arrived before the closes).
+        assert listener.events() == []
+    finally:
+        listener.stop()
+
+
+def test_a_provisional_violation_of_a_period_met_at_close_is_withdrawn(sla_client, clock):
+    client = sla_client
+    clock.now = datetime(2026, 11, 20, tzinfo=UTC)
+    listener = Listener().start()
+    try:
+        assert client.post(f"{SLA_API}/hub", json={
+            "callback": listener.url, "query": "eventType=SLAViolationStateChangeEvent"}).status_code == 201
+        customer = sla(client, "Withdrawn", "vpn-w", "operator", "acme", 1000, availability_rule(99.9))
+        # An outage report: down for 60 minutes from 10:00 on 2 October, more than October's
+        # 44.64-minute budget on its own.
+        report = {"metric": "availability", "value": 0, "observedAt": "2026-10-02T10:00:00Z",
+                  "service": {"id": "vpn-w"}, "interval": 3600}
+        assert send(client, [report]) == 1
+        [provisional] = client.get(f"{SLA_API}/slaViolation?sla.id={customer['id']}").json()
+        assert provisional["status"] == "provisional"
+        # The minute probes arrive: down at 10:00 only, so the report's outage ends at 10:01.
+        assert send(client, probes("vpn-w", OCTOBER, OCTOBER_MINUTES, BURST_FROM, 1)) == 0
+
+        evaluation = close(client, customer["id"])
+        assert evaluation["ruleResult"][0]["met"] is True
+        assert evaluation["violation"] == []
+        assert [v["id"] for v in evaluation["withdrawnViolation"]] == [provisional["id"]]
+        assert "rebate" not in evaluation
+        withdrawn = client.get(f"{SLA_API}/slaViolation/{provisional['id']}").json()
+        assert withdrawn["status"] == "withdrawn"
+        assert "met the rule" in withdrawn["statusChangeReason"]
+        # (44,640 - 1) / 44,640 = 99.99776...%
+        assert withdrawn["violation"]["actualValue"] == pytest.approx(99.9978, abs=0.00005)
+        assert document_errors("SLAViolation", withdrawn) == []
+        [event] = listener.wait_for(1)
+        assert event["eventType"] == "SLAViolationStateChangeEvent"
+        assert event["event"]["slaViolation"]["status"] == "withdrawn"
+        assert event["event"]["slaViolation"]["id"] == provisional["id"]
+        assert client.get(f"{SLA_API}/rebate").json() == []
+        # Closing again changes nothing and announces nothing more.
+        assert close(client, customer["id"])["id"] == evaluation["id"]
+        assert client.get(f"{SLA_API}/slaViolation/{provisional['id']}").json() == withdrawn
+    finally:
+        listener.stop()
+
+
+def test_a_maintenance_window_without_reason_evaluates_and_closes(sla_client, clock):
+    client = sla_client
+    clock.now = datetime(2026, 11, 20, tzinfo=UTC)
+    customer = sla(client, "No reason given", "vpn-nr", "operator", "acme", 1000, availability_rule(99.9),
+                   maintenanceWindow=[{"validFor": {"startDateTime": "2026-10-10T10:00:00Z",
+                                                    "endDateTime": "2026-10-10T11:00:00Z"}}],
+                   rebateCap={"percent": 20})
+    send(client, probes("vpn-nr", OCTOBER, OCTOBER_MINUTES, DOWN_FROM, 600))
+    evaluation = close(client, customer["id"])
+    [result] = evaluation["ruleResult"]
+    assert result["excludedSeconds"] == 3600
+    assert result["exclusion"] == [{"start": "2026-10-10T10:00:00.000Z", "end": "2026-10-10T11:00:00.000Z",
+                                    "seconds": 3600.0}]
+    # 540 minutes down outside the window over 44,580 counted: 98.79 %, below 99.0: 50 %, capped at 20 %.
+    assert evaluation["rebate"]["amount"] == {"unit": "EUR", "value": 200.0}
+    assert document_errors("SLAEvaluation", evaluation) == []
+    [violation] = client.get(f"{SLA_API}/slaViolation?sla.id={customer['id']}").json()
+    assert violation["status"] == "final"
+
+
+def test_a_huge_charge_still_closes_to_exact_cents(sla_client, clock):
+    client = sla_client
+    clock.now = datetime(2026, 11, 20, tzinfo=UTC)
+    customer = sla(client, "Huge", "vpn-huge", "operator", "acme", 1e30, availability_rule(99.9))
+    send(client, probes("vpn-huge", OCTOBER, 1440, OCTOBER, 60))
+    evaluation = close(client, customer["id"])
+    # 60 of 1,440 minutes down: 95.83 %, the 50 % tier of 10^30.
+    assert evaluation["rebate"]["amount"] == {"unit": "EUR", "value": 5e29}
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("2026-10-02T00:00:00Z", "2026-10-01T00:00:00Z"),
+    ("2026-10-01T00:00:00Z", "2026-10-01T00:00:00Z"),
+    ("2026-10-01T02:00:00+02:00", "2026-10-01T00:00:00Z"),
+])
+def test_an_inverted_evaluation_period_is_a_400_that_says_what_to_fix(sla_client, start, end):
+    customer = sla(sla_client, "Inverted", "vpn-inv", "operator", "acme", 10, availability_rule(99.9))
+    response = sla_client.post(f"{SLA_API}/slaEvaluation", json={
+        "sla": {"id": customer["id"]}, "period": {"startDateTime": start, "endDateTime": end}})
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert (error["status"], error["code"]) == ("400", "400")
+    assert "period.endDateTime" in error["message"] and "after" in error["message"]
+
+
+def test_an_evaluation_period_outside_the_calendar_range_is_a_400(sla_client):
+    customer = sla(sla_client, "Ancient", "vpn-old", "operator", "acme", 10, availability_rule(99.9))
+    response = sla_client.post(f"{SLA_API}/slaEvaluation", json={
+        "sla": {"id": customer["id"]},
+        "period": {"startDateTime": "0001-01-01T00:00:00Z", "endDateTime": "0001-01-02T00:00:00Z"}})
+    assert response.status_code == 400, response.text
+    assert "1970-01-01" in response.json()["message"]
+
+
+@pytest.fixture
+def served_sla(mongo_uri, clock) -> Iterator[str]:
+    port = free_port()
+    settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}", sla_close_interval_seconds=3600)
+    with serve(create_app(settings, clock=clock), port) as base:
+        yield base
+
+
+def test_concurrent_closes_for_one_party_never_lose_a_statement_line(served_sla, clock):
+    clock.now = datetime(2026, 12, 1, tzinfo=UTC)
+    parties, days = 8, 50
+    with httpx.Client(base_url=served_sla, timeout=60) as client:
+        slas = []
+        for i in range(parties):
+            body = {"name": f"Small {i}", "evaluationPeriod": {"kind": "day", "timeZone": "UTC"},
+                    "relatedParty": [{"id": "operator", "name": "operator", "role": "SLAProvider",
+                                      "@referredType": "Organization"},
+                                     {"id": f"customer-{i}", "name": f"customer {i}", "role": "SLAConsumer",
+                                      "@referredType": "Organization"}],
+                    "relatedEntity": [{"id": f"race-{i}", "role": "coveredService", "@referredType": "Service"}],
+                    "charge": {"unit": "EUR", "value": 100 + i + 0.01}, "rule": [availability_rule(99.9)]}
+            created = client.post(f"{SLA_API}/sla", json=body)
+            assert created.status_code == 201, created.text
+            slas.append(created.json())
+        # One down minute a day per service: under the day's 1.44-minute budget, so nothing is
+        # raised early, but 0 % of the evaluated minute at close: the 50 % tier.
+        samples = [{"metric": "availability", "value": 0, "service": {"id": f"race-{i}"}, "interval": 60,
+                    "observedAt": (OCTOBER + timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                   for i in range(parties) for d in range(days)]
+        assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 0
+
+        def close_day(sla_id: str, day: datetime) -> int:
+            response = client.post(f"{SLA_API}/slaEvaluation", json={
+                "sla": {"id": sla_id}, "close": True,
+                "period": {"startDateTime": day.isoformat(), "endDateTime": (day + timedelta(days=1)).isoformat()}})
+            return response.status_code
+
+        with ThreadPoolExecutor(parties) as pool:
+            for d in range(days):
+                day = OCTOBER + timedelta(days=d)
+                assert list(pool.map(close_day, [s["id"] for s in slas], [day] * parties)) == [201] * parties
+                start = day.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                statements = client.get(f"{SLA_API}/settlementStatement?party.id=operator"
+                                        f"&period.startDateTime={start}").json()
+                [statement] = statements
+                rebates = client.get(f"{SLA_API}/rebate?period.startDateTime={start}&limit=100").json()
+                assert len(rebates) == parties
+                assert sorted(line["rebate"]["id"] for line in statement["line"]) == sorted(r["id"] for r in rebates)
+                owed = sum(Decimal(repr(r["amount"]["value"])) for r in rebates)
+                assert Decimal(repr(statement["owed"]["value"])) == owed
+                assert Decimal(repr(statement["net"]["value"])) == -owed
+                assert statement["owedTo"]["value"] == 0

@@ -538,11 +538,46 @@ def test_downtime_budget_shrinks_with_exclusions_and_ignores_the_future() -> Non
 def test_other_metrics_wait_for_the_close() -> None:
     samples = valued(OCT_1.start, [float(v) for v in LATENCIES])  # p95 = 31 > 30
     assert can_still_be_met(LATENCY, OCT_1, samples, now=utc(2026, 10, 1, 12)) is True
-    # At the close the answer is the closing evaluation: violated.
-    assert can_still_be_met(LATENCY, OCT_1, samples, now=OCT_1.end) is False
-    # At close, missing data counts as missing, not as up: 1 down minute of 1 with data -> 0 %.
-    assert can_still_be_met(AVAILABILITY, OCT_1, [Sample(OCT_1.start, 0.0)], now=OCT_1.end) is False
-    assert can_still_be_met(AVAILABILITY, OCT_1, [], now=OCT_1.end) is True  # no data: no violation
+    # Even after the period's end late samples may still move a percentile: only the close judges.
+    assert evaluate_rule(LATENCY, OCT_1, samples).met is False
+    assert can_still_be_met(LATENCY, OCT_1, samples, now=OCT_1.end) is True
+
+
+def test_missing_time_never_counts_as_down_even_after_the_period() -> None:
+    after = utc(2026, 10, 20)
+    # 1 Oct has 1,440 minutes; >= 99.9 allows 1.44 minutes down. One down minute and no other
+    # data: judged as complete that is 0 %, but the other 1,439 minutes may still arrive up.
+    one_down = [Sample(OCT_1.start, 0.0)]
+    assert evaluate_rule(AVAILABILITY, OCT_1, one_down).met is False
+    assert can_still_be_met(AVAILABILITY, OCT_1, one_down, now=after) is True
+    # Two down minutes alone spend more than the 1.44-minute budget: lost whatever arrives.
+    assert can_still_be_met(AVAILABILITY, OCT_1, [*one_down, Sample(OCT_1.start + MINUTE, 0.0)], now=after) is False
+    assert can_still_be_met(AVAILABILITY, OCT_1, [], now=after) is True  # no data: no violation
+
+
+def test_backfill_of_a_past_month_is_judged_on_its_downtime_alone() -> None:
+    after = utc(2026, 10, 15)  # September is over; its probes arrive now, in time order
+    # The first 5,000 minutes with 40 down: judged as complete, (5,000 - 40) / 5,000 = 99.2 %,
+    # below 99.9. But 40 minutes is within September's 43.2-minute budget: not lost.
+    first = minutes(SEPTEMBER.start, 5000, down=range(100, 140))
+    assert evaluate_rule(AVAILABILITY, SEPTEMBER, first).met is False
+    assert can_still_be_met(AVAILABILITY, SEPTEMBER, first, now=after) is True
+    # 44 minutes down spend more than the budget: lost, however the month continues.
+    assert can_still_be_met(AVAILABILITY, SEPTEMBER, minutes(SEPTEMBER.start, 5000, down=range(100, 144)),
+                            now=after) is False
+    # The same 40 minutes arriving last (reverse order) or alone give the same answer.
+    assert can_still_be_met(AVAILABILITY, SEPTEMBER, minutes(SEPTEMBER.start, 140, skip=range(100)),
+                            now=after) is True
+
+
+def test_lower_is_better_availability_is_lost_on_observed_uptime_alone() -> None:
+    at_most_half = Rule("half", "availability", ".le", D(50))
+    after = utc(2026, 10, 2)
+    # 1,440 counted minutes; .le 50 allows 720 minutes up. 720 up minutes: still possible.
+    assert can_still_be_met(at_most_half, OCT_1, minutes(OCT_1.start, 720), now=after) is True
+    assert can_still_be_met(at_most_half, OCT_1, minutes(OCT_1.start, 721), now=after) is False
+    # 720 up minutes and nothing else is 100 % judged as complete, yet still possible.
+    assert evaluate_rule(at_most_half, OCT_1, minutes(OCT_1.start, 720)).met is False
 
 
 # --- rebates --------------------------------------------------------------------------------
@@ -730,3 +765,17 @@ def test_a_lost_rule_stays_lost_at_the_close(samples: list[Sample], chosen: list
         assert evaluate_rule(rule, HOUR, samples, chosen).met is False
         later = now + timedelta(seconds=(3600 - now_offset) // 2)
         assert not can_still_be_met(rule, HOUR, samples, chosen, now=later)
+
+
+@quick
+@given(st.sets(st.integers(0, 59), max_size=8), st.sets(st.integers(0, 59)), st.sampled_from([D(90), D(95), D(99)]))
+def test_no_false_violation_whatever_part_of_a_past_period_has_arrived(
+        down: set[int], arrived: set[int], reference: Decimal) -> None:
+    # A past hour of one-minute probes arriving in any order: whatever subset has arrived so
+    # far, a rule judged lost is also missed by the complete hour (90 % allows 6 down minutes,
+    # 95 % 3, 99 % none).
+    rule = Rule("r", "availability", ".ge", reference)
+    complete = minutes(HOUR.start, 60, down=down)
+    so_far = [complete[i] for i in sorted(arrived)]
+    if not can_still_be_met(rule, HOUR, so_far, now=HOUR.end + timedelta(days=3)):
+        assert evaluate_rule(rule, HOUR, complete).met is False
