@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pymongo import MongoClient
 
 from tests.support.sqm_process import (
     INVENTORY,
+    READY_TIMEOUT,
     SQM,
     STOP_TIMEOUT,
     Server,
