@@ -28,6 +28,7 @@ from .evaluation import (
     evaluate_rule,
     period_containing,
 )
+from .metrics import timed_evaluation
 from .repository import MeasurementStore
 from .rules import covered_services, rules_of
 
@@ -153,6 +154,7 @@ class Closer:
             ref["name"] = sla["name"]
         return ref
 
+    @timed_evaluation  # telemetry: sqm_sla_evaluations_total, sqm_sla_evaluation_duration_seconds
     async def evaluate(self, sla: dict[str, Any], period: Period, close: bool) -> dict[str, Any]:
         """Evaluate ``sla`` over ``period``; with ``close``, also settle the period (once)."""
         evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from . import errors
+from . import errors, metrics, telemetry
 from .delivery import Dispatcher
 from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
 from .listener import Consumption, ListenerApi
@@ -161,6 +161,7 @@ def _allowed_methods(
 def build_app(declarations: list[ApiDeclaration], settings: Settings,
               clock: Callable[[], datetime] | None = None) -> AsyncApp:
     """One ASGI app serving every declared API on the configured MongoDB."""
+    telemetry.setup_for_apis([d.name for d in declarations])  # telemetry: tracing on if OTEL_* asks
     contexts: list[ApiContext] = []
     built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
     for declaration in declarations:
@@ -204,6 +205,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
     # TMF PATCH takes several media types; connexion warns about that on every such request.
     logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
     app = AsyncApp(__name__, lifespan=lifespan)
+    metrics.add_connexion_middleware(app, [(d.name, d.base_path, c.document) for d, c, _ in built])  # telemetry
     for declaration, context, handlers in built:
         app.add_api(context.document, base_path=declaration.base_path,
                     resolver=_resolver(handlers, declaration.name), name=declaration.name,
@@ -234,6 +236,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
 
     app.add_url_rule("/health", "health", health, methods=["GET"])
     app.add_url_rule("/", "index", index, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", metrics.suite_endpoint(state, contexts), methods=["GET"])  # telemetry
     app.add_error_handler(errors.TmfError, errors.handle_tmf_error)
     app.add_error_handler(ProblemException, errors.handle_problem)
     app.add_error_handler(HTTPException, errors.http_exception_handler(_allowed_methods(built)))

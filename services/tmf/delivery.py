@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from . import outgoing
+from . import outgoing, telemetry
 from .events import listener_path
 from .repository.events import EventStore, Outcome, utcnow
 from .settings import Settings
@@ -158,6 +158,7 @@ class Dispatcher:
                 # Unsettled deliveries stay leased and are sent again after the lease: at least once.
                 log.exception("recording delivery outcomes failed", count=len(outcomes))
 
+    @telemetry.observed_delivery  # telemetry: delivery span continuing the stored trace, delivery metrics
     async def _deliver(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:
         subscription = delivery.get("subscription")
         if subscription is None or subscription.get("status") == "suspended":
