@@ -94,7 +94,8 @@ class Dispatcher:
         self._wake.set()
 
     def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
+        with telemetry.untraced():  # telemetry: the polling loop starts no traces; deliveries do
+            self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
 
     async def stop(self) -> None:
         self._stopping = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, TypeVar
@@ -225,14 +225,31 @@ def _outcome_of(dispatcher: _Dispatching, delivery_id: str) -> str:
 def _delivery_span(delivery: dict[str, Any], event: dict[str, Any]) -> Iterator[trace.Span]:
     assert _tracing is not None
     stored = delivery.get(TRACEPARENT)
-    parent = _PROPAGATOR.extract({TRACEPARENT: stored}) if isinstance(stored, str) else otel_context.Context()
+    # A fresh context, not the dispatcher loop's (where instrumentation is suppressed): the
+    # delivery's HTTP call must be traced and carry the traceparent.
+    fresh = otel_context.Context()
+    parent = _PROPAGATOR.extract({TRACEPARENT: stored}, context=fresh) if isinstance(stored, str) else fresh
     attributes: dict[str, str | int] = {"messaging.system": "tmf-hub", "messaging.operation.type": "send",
                   "messaging.destination.name": str(delivery.get("subscriptionId")),
                   "messaging.message.id": str(event.get("eventId")), "sqm.event.type": str(event.get("eventType")),
                   "sqm.delivery.attempt": int(delivery.get("attempts", 0)) + 1}
-    with _tracing.tracer.start_as_current_span(f"deliver {event.get('eventType')}", context=parent,
-                                               kind=SpanKind.PRODUCER, attributes=attributes) as span:
-        yield span
+    token = otel_context.attach(parent)
+    try:
+        with _tracing.tracer.start_as_current_span(f"deliver {event.get('eventType')}", context=parent,
+                                                   kind=SpanKind.PRODUCER, attributes=attributes) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+def untraced() -> AbstractContextManager[object]:
+    """Within it, instrumentations make no spans (and tasks created inside inherit that): for
+    background loops whose polling would otherwise start a trace every few hundred milliseconds."""
+    if _tracing is None:
+        return nullcontext()
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
 
 
 def observed_delivery(deliver: Deliver[D]) -> Deliver[D]:

@@ -149,6 +149,9 @@ def test_one_trace_follows_an_alarm_from_the_gateway_to_the_problem(mongo_uri: s
     # Above the gateway there is only this test's own call (its httpx client is traced too).
     assert [s.kind for s in _ancestors(entry, by_id)] == [SpanKind.CLIENT]
     assert (delivery.attributes or {})["sqm.delivery.outcome"] == "delivered"
+    # The dispatcher's polling of the delivery queue starts no traces of its own.
+    queue = [s for s in finished if (s.attributes or {}).get("db.mongodb.collection") == "delivery"]
+    assert queue and all(s.parent is not None for s in queue)
 
 
 def test_the_listener_continues_a_trace_it_is_sent(mongo_uri: str, spans: InMemorySpanExporter) -> None:
