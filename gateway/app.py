@@ -17,6 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.tmf import metrics, telemetry
+
+from . import telemetry as gateway_telemetry
 from .portal import ApiEntry, catalogue, docs_page
 from .proxy import Upstream, http_client, route_table, tmf_error
 from .ratelimit import MongoWindowStorage, RateLimits
@@ -167,6 +170,7 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
     is the (MongoDB URI, database) where replicas share their rate-limit counters; without it
     nothing is limited."""
     gateway: Gateway
+    telemetry.setup("tmf-sqm-gateway")  # telemetry: tracing on if OTEL_* asks
 
     async def index(request: Request) -> Response:
         return catalogue(apis, settings.public_url)
@@ -185,6 +189,7 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
     own_routes: list[BaseRoute] = [Route("/", index), Route("/docs", docs), *extra_routes]
     if local_app is None:
         own_routes += [Route("/health/live", live), Route("/health/ready", ready), Route("/health", ready)]
+        own_routes.append(Route("/metrics", metrics.endpoint()))  # telemetry (all-in-one: the suite's /metrics)
     own = Starlette(routes=own_routes)
     own.add_exception_handler(404, _not_found)
     own.add_exception_handler(405, _not_allowed)
@@ -193,12 +198,14 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
         # Paths the gateway does not own (health, listeners, ...) belong to the suite's app.
         fallback = _Fallthrough(own_routes, own, local_app)
     gateway = Gateway(settings, apis, fallback, rate_limit_store, identify or _nobody, local_app)
+    own_paths = {route.path for route in own_routes if isinstance(route, Route)}
     if not settings.cors_origins:
-        return gateway
-    return _LifespanFirst(CORSMiddleware(
+        return gateway_telemetry.instrument(gateway, gateway, own_paths)  # telemetry
+    return gateway_telemetry.instrument(_LifespanFirst(CORSMiddleware(  # telemetry
         gateway, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "If-Match", "X-Request-ID"],
-        expose_headers=["ETag", "Location", "X-Total-Count", "X-Result-Count", "Retry-After"]), gateway)
+        expose_headers=["ETag", "Location", "X-Total-Count", "X-Result-Count", "Retry-After"]), gateway),
+        gateway, own_paths)
 
 
 class _Fallthrough:

@@ -26,6 +26,7 @@ from services.tmf.repository.events import in_transaction
 from services.tmf.resource import ResourceApi
 
 from .lifecycle import FINAL, OPEN, root_key, set_status, tracking
+from .metrics import problem_updated
 from .tasks import grouping_changes
 
 if TYPE_CHECKING:
@@ -128,9 +129,9 @@ class Correlator:
         if alarm.get("state") == "cleared":
             await self.cleared(alarm)
         elif qualifies(alarm):
-            await self.raised(alarm)
+            await self.raised(alarm, accepted_at=event.get("eventTime"))  # telemetry: accepted_at
 
-    async def raised(self, alarm: dict[str, Any]) -> None:
+    async def raised(self, alarm: dict[str, Any], accepted_at: str | None = None) -> None:
         found = element(alarm)
         if found is None or not self.context.settings.inventory_url:
             return
@@ -157,6 +158,7 @@ class Correlator:
             changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
             if changed:
                 await self.problems.store.set_meta(problem["id"], changed)
+        problem_updated(accepted_at)  # telemetry: sqm_correlation_lag_seconds
         if fresh:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.

@@ -30,6 +30,7 @@ from .evaluation import (
     evaluate_rule,
     period_containing,
 )
+from .metrics import timed_evaluation
 from .repository import MeasurementStore
 from .rules import covered_services, rules_of
 
@@ -196,6 +197,7 @@ class Closer:
         evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))
         return await self.api("slaEvaluation").store.get(evaluation_id, OPERATOR) is not None
 
+    @timed_evaluation  # telemetry: sqm_sla_evaluations_total, sqm_sla_evaluation_duration_seconds
     async def evaluate(self, sla: dict[str, Any], period: Period, close: bool) -> dict[str, Any]:
         """Evaluate ``sla`` over ``period``; with ``close``, also settle the period (once)."""
         evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))

@@ -24,6 +24,7 @@ from .evaluate import (
     windows_of,
 )
 from .evaluation import METRICS, can_still_be_met, period_containing
+from .metrics import MEASUREMENTS_INGESTED
 from .repository import StoredSample
 from .rules import rules_of
 
@@ -88,6 +89,7 @@ class Intake:
             f"{META}.services", services, OPERATOR, {})]
         covered = {s for sla in slas for s in sla[META].get("services", [])}
         await self.closer.measurements.add(samples)
+        MEASUREMENTS_INGESTED.inc(len(samples))  # telemetry
         raised = await self.raise_early(slas, samples, now)
         return {"accepted": len(samples), "unmatched": sum(1 for s in samples if s.service not in covered),
                 "violationsRaised": raised}

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from . import errors
+from . import errors, metrics, telemetry
 from .delivery import Dispatcher
 from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
 from .listener import Consumption, ListenerApi
@@ -210,6 +210,7 @@ async def is_ready(app: AsyncApp) -> bool:
 def build_app(declarations: list[ApiDeclaration], settings: Settings,
               clock: Callable[[], datetime] | None = None) -> AsyncApp:
     """One ASGI app serving every declared API on the configured MongoDB."""
+    telemetry.setup_for_apis([d.name for d in declarations])  # telemetry: tracing on if OTEL_* asks
     contexts: list[ApiContext] = []
     built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
     for declaration in declarations:
@@ -261,6 +262,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
     # TMF PATCH takes several media types; connexion warns about that on every such request.
     logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
     app = AsyncApp(__name__, lifespan=lifespan)
+    metrics.add_connexion_middleware(app, [(d.name, d.base_path, c.document) for d, c, _ in built])  # telemetry
     for declaration, context, handlers in built:
         # Connexion would serve its own copy of the document with every $ref inlined, which
         # turns each response into an anonymous type in generated clients; it keeps the
@@ -310,6 +312,7 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
     app.add_url_rule("/health/live", "health_live", live, methods=["GET"])
     app.add_url_rule("/health/ready", "health_ready", ready, methods=["GET"])
     app.add_url_rule("/", "index", index, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", metrics.suite_endpoint(state, contexts), methods=["GET"])  # telemetry
     app.add_error_handler(errors.TmfError, errors.handle_tmf_error)
     app.add_error_handler(ProblemException, errors.handle_problem)
     app.add_error_handler(HTTPException, errors.http_exception_handler(_allowed_methods(built)))

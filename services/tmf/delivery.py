@@ -23,7 +23,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import httpx
 import structlog
 
-from . import outgoing
+from . import outgoing, telemetry
 from .events import listener_path
 from .repository.events import EventStore, Outcome, utcnow
 from .settings import Settings
@@ -138,7 +138,8 @@ class Dispatcher:
         self._wake.set()
 
     def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
+        with telemetry.untraced():  # telemetry: the polling loop starts no traces; deliveries do
+            self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
 
     @property
     def running(self) -> bool:
@@ -206,6 +207,7 @@ class Dispatcher:
                 # Unsettled deliveries stay leased and are sent again after the lease: at least once.
                 log.exception("recording delivery outcomes failed", count=len(outcomes))
 
+    @telemetry.observed_delivery  # telemetry: delivery span continuing the stored trace, delivery metrics
     async def _deliver(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:
         subscription = delivery.get("subscription")
         if subscription is None or subscription.get("status") == "suspended":

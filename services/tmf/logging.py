@@ -7,12 +7,15 @@ import sys
 
 import structlog
 
+from .telemetry import add_trace_ids
+
 
 def configure_logging(level: str = "INFO") -> None:
     """Send structlog and standard-library records to stderr as one JSON object per line."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        add_trace_ids,  # telemetry: trace_id and span_id while a span is current
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(

@@ -16,6 +16,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
 
+from .. import telemetry
+
 T = TypeVar("T")
 
 EVENTS = "event"
@@ -84,13 +86,14 @@ class EventStore:
                      recipients: list[list[str]], session: AsyncClientSession) -> None:
         """Store ``events`` (about one resource, in order) and a delivery per recipient."""
         now = utcnow()
+        trace = telemetry.trace_fields()  # telemetry: the change's traceparent, kept with its events and deliveries
         await self.events.insert_many([
             {"_id": e["eventId"], "api": api, "eventType": e["eventType"], "resourceId": resource_id,
-             "eventTime": e["eventTime"], "seq": version * 10 + i, "event": e}
+             "eventTime": e["eventTime"], "seq": version * 10 + i, "event": e, **trace}
             for i, e in enumerate(events)
         ], session=session)
         deliveries = [
-            self._delivery(api, subscription_id, resource_id, version * 10 + i, event, now)
+            self._delivery(api, subscription_id, resource_id, version * 10 + i, event, now) | trace
             for i, (event, subscribers) in enumerate(zip(events, recipients, strict=True))
             for subscription_id in subscribers
         ]
