@@ -145,5 +145,7 @@ def http_exception_handler(
 
 
 def handle_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
+    # Connexion runs synchronous handlers in a worker thread, where the exception being handled
+    # is no longer current: it is passed explicitly so that the log line carries its traceback.
+    log.error("unhandled error", path=request.url.path, method=request.method, exc_info=exc)
     return _response(500, "Internal error", "The server failed to process the request; it has been logged")

@@ -105,7 +105,8 @@ def number_problem(literal: bytes) -> str | None:
         overflows = magnitude > _DOUBLE_MAX_EXPONENT or (
             magnitude == _DOUBLE_MAX_EXPONENT and float(literal) in (float("inf"), float("-inf")))
     if overflows:
-        return f"the number {shown} is too large for a double-precision number; send a finite number up to about 1.8e308"
+        return (f"the number {shown} is too large for a double-precision number; "
+                "send a finite number up to about 1.8e308")
     return None
 
 

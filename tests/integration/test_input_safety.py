@@ -1,0 +1,140 @@
+"""Bad input over HTTP: unstorable numbers, huge offsets, odd ids; and what an unexpected
+failure leaves in the log."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+import structlog
+
+from services.tmf.logging import configure_logging
+from services.tmf.repository import ResourceStore
+from tests.conftest import INVENTORY
+
+SERVICE = f"{INVENTORY}/service"
+SLA = "/tmf-api/slaManagement/v4/sla"
+PROBLEM = "/tmf-api/serviceProblemManagement/v4/serviceProblem"
+ALARM = "/tmf-api/alarmManagement/v4/alarm"
+
+
+def assert_tmf_error(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"code", "reason", "message", "status"}
+    assert body["status"] == str(status)
+    assert body["message"]
+    return body
+
+
+@pytest.fixture
+def json_logs(monkeypatch):
+    """The suite's logging configuration for one test, writing to a buffer it yields; undone
+    afterwards."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("INFO")
+    yield buffer
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+    logging.getLogger("uvicorn.access").disabled = False
+
+
+def test_unexpected_error_is_a_tmf_500_and_its_log_line_has_the_traceback(client, json_logs, monkeypatch):
+    async def broken(self, resource_id, scope):
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(ResourceStore, "get", broken)
+    response = client.get(f"{SERVICE}/some-id")
+    body = assert_tmf_error(response, 500)
+    assert "fire" not in body["message"]
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines() if line.startswith("{")]
+    failures = [line for line in lines if line.get("event") == "unhandled error"]
+    assert len(failures) == 1, lines
+    failure = failures[0]
+    assert failure["level"] == "error"
+    assert failure["path"] == f"{SERVICE}/some-id"
+    assert failure["request_id"] == response.headers["x-request-id"]
+    assert "Traceback (most recent call last)" in failure["exception"]
+    assert "RuntimeError: the disk caught fire" in failure["exception"]
+    assert "in broken" in failure["exception"]
+
+
+# ------------------------------------------------------------------ numbers JSON cannot carry
+
+UNSTORABLE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "9223372036854775808", "-9223372036854775809",
+              "1" + "0" * 5000]
+SERVICE_BODY = ('{"name": "vpn", "state": "active", "serviceSpecification": {"id": "spec-vpn"}, '
+                '"serviceCharacteristic": [{"name": "bandwidth", "value": %s}]}')
+
+
+def post_raw(client, path, text, content_type="application/json"):
+    return client.post(path, content=text.encode(), headers={"content-type": content_type})
+
+
+def test_create_with_an_unstorable_number_is_refused_and_stores_nothing(client):
+    for number in UNSTORABLE:
+        body = assert_tmf_error(post_raw(client, SERVICE, SERVICE_BODY % number), 400)
+        assert "byte" in body["message"], number
+    listed = client.get(SERVICE)
+    assert listed.json() == []
+    assert listed.headers["x-total-count"] == "0"
+
+
+def test_largest_storable_numbers_are_kept_exactly(client):
+    created = post_raw(client, SERVICE, SERVICE_BODY % "[9223372036854775807, -9223372036854775808, 1.5e308]")
+    assert created.status_code == 201, created.text
+    stored = client.get(f"{SERVICE}/{created.json()['id']}").json()
+    assert stored["serviceCharacteristic"][0]["value"] == [2**63 - 1, -(2**63), 1.5e308]
+
+
+@pytest.mark.parametrize(("content_type", "template"), [
+    ("application/merge-patch+json", '{"serviceCharacteristic": [{"name": "bandwidth", "value": %s}]}'),
+    ("application/json", '{"serviceCharacteristic": [{"name": "bandwidth", "value": %s}]}'),
+    ("application/json-patch+json",
+     '[{"op": "add", "path": "/serviceCharacteristic/0/value", "value": %s}]'),
+])
+def test_patch_with_an_unstorable_number_is_refused_and_changes_nothing(client, content_type, template):
+    created = post_raw(client, SERVICE, SERVICE_BODY % "100")
+    assert created.status_code == 201, created.text
+    url = f"{SERVICE}/{created.json()['id']}"
+    for number in UNSTORABLE:
+        response = client.patch(url, content=(template % number).encode(), headers={"content-type": content_type})
+        assert_tmf_error(response, 400)
+    after = client.get(url)
+    assert after.headers["etag"] == '"1"'
+    assert after.json() == created.json()
+
+
+def test_every_api_refuses_unstorable_numbers(client):
+    refused = {
+        SLA: '{"name": "s", "rule": [{"id": "a", "metric": "availability", "operator": ".ge", '
+             '"referenceValue": NaN}]}',
+        PROBLEM: '{"category": "c", "description": "d", "priority": 9223372036854775808, "reason": "r", '
+                 '"originatorParty": {"id": "acme", "@referredType": "Organization"}}',
+        ALARM: '{"alarmType": "communicationsAlarm", "perceivedSeverity": "minor", "probableCause": "lossOfSignal", '
+               '"alarmedObject": {"id": "link-1"}, "sourceSystemId": "nms", "state": "raised", '
+               '"alarmRaisedTime": "2026-10-10T10:00:00Z", "proposedRepairedActions": Infinity}',
+    }
+    for path, text in refused.items():
+        assert "byte" in assert_tmf_error(post_raw(client, path, text), 400)["message"]
+        assert client.get(path).json() == []
+
+
+# ------------------------------------------------------------------ paging bounds
+
+
+def test_huge_offset_or_limit_is_a_bad_request_and_the_largest_offset_an_empty_page(client):
+    for query in ["offset=99999999999999999999", "offset=2147483648", f"offset=1{'0' * 5000}",
+                  "limit=99999999999999999999"]:
+        assert_tmf_error(client.get(f"{SERVICE}?{query}"), 400)
+    post_raw(client, SERVICE, SERVICE_BODY % "1")
+    response = client.get(f"{SERVICE}?offset=2147483647")
+    assert response.status_code == 206, response.text
+    assert response.json() == []
+    assert response.headers["x-total-count"] == "1"
