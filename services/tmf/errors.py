@@ -25,9 +25,10 @@ class TmfError(Exception):
     reason = "Bad request"
 
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})
         if status is not None:
             self.status = status
         if reason is not None:
@@ -51,6 +52,14 @@ class NotFound(TmfError):
 class Conflict(TmfError):
     status = 409
     reason = "Conflict"
+
+
+class ConcurrentChanges(Conflict):
+    """Others kept changing the resource while a change without a precondition was applied;
+    the client may simply send it again (``Retry-After`` says when)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
 
 
 class PreconditionFailed(TmfError):
@@ -108,7 +117,7 @@ def _reason(status: int) -> str:
 
 def handle_tmf_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, TmfError)
-    return _response(exc.status, exc.reason, exc.message)
+    return _response(exc.status, exc.reason, exc.message, exc.headers)
 
 
 def handle_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
