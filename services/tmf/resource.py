@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .api import ApiContext
 
 Handler = Callable[..., Any]
+MAX_ID_LENGTH = 1024
 # Writes of one resource queue in this process; these bound the retries left for writers in
 # other processes (and system changes inside their own transactions), with jittered backoff.
 PATCH_ATTEMPTS = 8
@@ -260,9 +261,11 @@ class ResourceApi:
         return stored
 
     async def _load(self, resource_id: str, scope: AccessScope) -> dict[str, Any]:
-        stored = await self.store.get(resource_id, scope)
+        # Any id a client sends is only compared for equality; one longer than any id we make
+        # or accept cannot exist, and is not worth a query.
+        stored = await self.store.get(resource_id, scope) if len(resource_id) <= MAX_ID_LENGTH else None
         if stored is None:
-            raise NotFound(f"no {self.resource.type_name} with id '{resource_id}'")
+            raise NotFound(f"no {self.resource.type_name} with id '{resource_id[:64]}'")
         return stored
 
     async def retrieve(self, id: str, fields: str | None = None) -> Response:
@@ -364,7 +367,7 @@ class ResourceApi:
             async def delete(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
                 removed = await self.store.delete(id, scope, session=session)
                 if removed is None:
-                    raise NotFound(f"no {self.resource.type_name} with id '{id}'")
+                    raise NotFound(f"no {self.resource.type_name} with id '{id[:64]}'")
                 return removed, removed[META]["version"] + 1, [self.event(DELETE, self.present(removed))]
 
             await self._commit(delete, id)

@@ -138,3 +138,23 @@ def test_huge_offset_or_limit_is_a_bad_request_and_the_largest_offset_an_empty_p
     assert response.status_code == 206, response.text
     assert response.json() == []
     assert response.headers["x-total-count"] == "1"
+
+
+# ------------------------------------------------------------------ ids of any form
+
+ODD_IDS = ["x", "a%20b", "%00", "y" * 300, "z" * 5000, "%2E%2E", "%24where", "%7B%22%24gt%22%3A%22%22%7D",
+           "%C3%A9t%C3%A9", "a%3Bb", "-", "%25", "a%5Cb"]
+
+
+@pytest.mark.parametrize("collection", [SERVICE, SLA, ALARM, PROBLEM, f"{INVENTORY}/hub"])
+def test_any_unknown_id_is_a_404_tmf_error(client, collection):
+    for odd in ODD_IDS:
+        url = f"{collection}/{odd}"
+        for method, kwargs in [("GET", {}), ("DELETE", {}),
+                               ("PATCH", {"json": {"description": "x"},
+                                          "headers": {"content-type": "application/merge-patch+json"}})]:
+            if collection.endswith("/hub") and method == "PATCH":
+                continue  # subscriptions have no PATCH
+            response = client.request(method, url, **kwargs)
+            body = assert_tmf_error(response, 404)
+            assert body["reason"] == "Not found", (method, odd, body)
