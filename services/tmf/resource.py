@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from .errors import JSON, BadRequest, ConcurrentChanges, NotFound, PreconditionFailed
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
-from .patch import apply_patch, check_keys, normalize_dates, patch_style
+from .patch import apply_patch, check_keys, fill_defaults, normalize_dates, patch_style
 from .query import ALWAYS_RETURNED, conditions_to_mongo, parse_fields, parse_query, projection
 from .repository import META, AccessScope, ResourceStore, public
 from .repository.events import in_transaction
@@ -240,7 +240,8 @@ class ResourceApi:
         (through ``create``) and for resources the system itself makes. With ``session``, the
         write joins the caller's transaction (the caller then wakes the dispatcher). ``also``
         names further events (kind, fieldPath) to announce with the creation."""
-        document: dict[str, Any] = normalize_dates(body, self.index.date_time_paths)
+        document: dict[str, Any] = fill_defaults(normalize_dates(body, self.index.date_time_paths),
+                                                 self.index.required_defaults)
         document["id"] = resource_id or new_id()
         document.setdefault("@type", self.resource.type_name)
 
@@ -307,7 +308,8 @@ class ResourceApi:
                 if touched:
                     raise BadRequest(f"{', '.join(touched)} cannot be changed")
                 check_keys(after)
-                after = normalize_dates(after, self.index.date_time_paths)
+                after = fill_defaults(normalize_dates(after, self.index.date_time_paths),
+                                     self.index.required_defaults)
                 self.check_valid(after)
                 after.pop("href", None)
                 changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))

@@ -164,6 +164,36 @@ class SchemaIndex:
         return frozenset(found)
 
     @cached_property
+    def required_defaults(self) -> dict[str, dict[str, Any]]:
+        """For every dotted path (arrays looked through, "" for the resource itself) to an object
+        whose schema lists an attribute as ``required`` and gives it a ``default``: those
+        attributes and defaults. Requests may leave such attributes out; the server fills them
+        in (e.g. the ``@referredType`` of a reference)."""
+        found: dict[str, dict[str, Any]] = {}
+
+        def walk(schema: dict[str, Any], prefix: str, depth: int) -> None:
+            if depth > self.MAX_DEPTH:
+                return
+            element = self._element(schema)
+            properties = self._properties(element)
+            defaults = {name: self._resolve(properties[name])["default"] for name in self._required(element)
+                        if name in properties and "default" in self._resolve(properties[name])}
+            if defaults:
+                found[prefix] = defaults
+            for name, prop in properties.items():
+                walk(prop, f"{prefix}.{name}" if prefix else name, depth + 1)
+
+        walk(self.schema, "", 0)
+        return found
+
+    def _required(self, schema: dict[str, Any]) -> set[str]:
+        schema = self._resolve(schema)
+        names = set(schema.get("required", []))
+        for part in schema.get("allOf", []):
+            names |= self._required(part)
+        return names
+
+    @cached_property
     def validator(self) -> Any:
         registry: Registry[Any] = Registry().with_resource(
             SPEC_URI, Resource.from_contents(self.document, default_specification=DRAFT7)

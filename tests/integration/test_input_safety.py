@@ -13,6 +13,7 @@ import structlog
 
 from services.tmf.logging import configure_logging
 from services.tmf.repository import ResourceStore
+from services.tmf.spec import SchemaIndex, load_document
 from tests.conftest import INVENTORY
 
 SERVICE = f"{INVENTORY}/service"
@@ -158,3 +159,54 @@ def test_any_unknown_id_is_a_404_tmf_error(client, collection):
             response = client.request(method, url, **kwargs)
             body = assert_tmf_error(response, 404)
             assert body["reason"] == "Not found", (method, odd, body)
+
+
+# ------------------------------------------------------------------ references without @referredType
+
+
+def document_errors(document: str, schema: str, body: dict) -> list[str]:
+    return SchemaIndex(load_document(document), schema).errors(body)
+
+
+def test_references_without_referred_type_get_the_documented_defaults(client):
+    created = client.post(SERVICE, json={
+        "name": "access", "state": "active", "serviceSpecification": {"id": "spec-access"},
+        "relatedParty": [{"id": "partner-a", "role": "supplier"}],
+        "supportingResource": [{"id": "link-1"}, {"id": "pe-1", "@referredType": "PhysicalResource"}]})
+    assert created.status_code == 201, created.text
+    service = created.json()
+    assert service["relatedParty"] == [{"id": "partner-a", "role": "supplier", "@referredType": "Organization"}]
+    assert service["serviceSpecification"]["@referredType"] == "ServiceSpecification"
+    assert [r["@referredType"] for r in service["supportingResource"]] == ["Resource", "PhysicalResource"]
+    url = f"{SERVICE}/{service['id']}"
+    core = client.post(SERVICE, json={"name": "core", "state": "active", "serviceSpecification": {"id": "s"}}).json()
+    merged = client.patch(url, json={"supportingService": [{"id": core["id"]}]},
+                          headers={"content-type": "application/merge-patch+json"})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["supportingService"] == [{"id": core["id"], "@referredType": "Service"}]
+    patched = client.patch(url, json=[{"op": "add", "path": "/relatedParty/-", "value": {"id": "acme"}}],
+                           headers={"content-type": "application/json-patch+json"})
+    assert patched.status_code == 200, patched.text
+    stored = client.get(url).json()
+    assert stored["relatedParty"][-1] == {"id": "acme", "@referredType": "Organization"}
+    assert document_errors("serviceInventory.yaml", "Service", stored) == []
+
+
+def test_client_problem_without_referred_types_is_stored_complete_with_the_operator_responsible(client):
+    created = client.post(PROBLEM, json={
+        "category": "complaint", "description": "VPN slow", "priority": 3, "reason": "Unknown",
+        "originatorParty": {"id": "acme"}, "affectedService": [{"id": "vpn-1"}],
+        "relatedEntity": [{"id": "ticket-1", "role": "ticket"}]})
+    assert created.status_code == 201, created.text
+    problem = created.json()
+    assert problem["originatorParty"] == {"id": "acme", "@referredType": "Organization"}
+    assert problem["affectedService"] == [{"id": "vpn-1", "@referredType": "Service"}]
+    assert problem["relatedEntity"] == [{"id": "ticket-1", "role": "ticket", "@referredType": "Entity"}]
+    assert problem["responsibleParty"] == {"id": "operator", "role": "operator", "@referredType": "Organization"}
+    assert document_errors("serviceProblemManagement.yaml", "ServiceProblem", problem) == []
+    assert client.get(f"{PROBLEM}/{problem['id']}").json() == problem
+
+    named = client.post(PROBLEM, json={
+        "category": "complaint", "description": "d", "priority": 3, "reason": "r", "originatorParty": {"id": "acme"},
+        "responsibleParty": {"id": "partner-a", "role": "supplier"}}).json()
+    assert named["responsibleParty"] == {"id": "partner-a", "role": "supplier", "@referredType": "Organization"}
