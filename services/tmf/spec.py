@@ -60,7 +60,73 @@ def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
         if clash:
             raise ValueError(f"{name} redefines the shared hub paths {sorted(clash)} from {COMMON_DOCUMENT}")
         paths.update(copy.deepcopy(common.get("paths", {})))
+    _relax_request_bodies(merged)
     return merged
+
+
+INPUT_SUFFIX = "_Input"
+_SCHEMAS = "#/components/schemas/"
+_NOT_SCHEMAS = frozenset({"example", "examples", "default", "enum", "description"})
+
+
+def _relax_request_bodies(document: dict[str, Any]) -> None:
+    """A required attribute whose schema declares a ``default`` (the ``@referredType`` of a
+    reference) is required in what the server returns, but requests may leave it out: the
+    server fills the default in. Request bodies therefore refer to ``<Name>_Input`` variants of
+    the schemas concerned, without those attributes in ``required``; responses keep the
+    schemas as written."""
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    variants: dict[str, str | None] = {}
+
+    def variant(name: str) -> str | None:
+        if name not in variants:
+            variants[name] = None  # a schema that refers to itself keeps that reference as written
+            relaxed, changed = relax(schemas[name])
+            if changed:
+                variants[name] = f"{name}{INPUT_SUFFIX}"
+                schemas[f"{name}{INPUT_SUFFIX}"] = relaxed
+        return variants[name]
+
+    def relax(node: Any) -> tuple[Any, bool]:
+        if isinstance(node, list):
+            pairs = [relax(item) for item in node]
+            return [item for item, _ in pairs], any(changed for _, changed in pairs)
+        if not isinstance(node, dict):
+            return node, False
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_SCHEMAS) and ref[len(_SCHEMAS):] in schemas:
+            target = variant(ref[len(_SCHEMAS):])
+            return ({**node, "$ref": f"{_SCHEMAS}{target}"}, True) if target else (node, False)
+        relaxed: dict[str, Any] = {}
+        changed = False
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                pairs = {name: relax(schema) for name, schema in value.items()}
+                relaxed[key] = {name: schema for name, (schema, _) in pairs.items()}
+                changed = changed or any(c for _, c in pairs.values())
+            elif key in _NOT_SCHEMAS:
+                relaxed[key] = value
+            else:
+                relaxed[key], child_changed = relax(value)
+                changed = changed or child_changed
+        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        required = node.get("required")
+        if isinstance(required, list):
+            kept = [n for n in required if not (isinstance(properties.get(n), dict) and "default" in properties[n])]
+            if len(kept) != len(required):
+                changed = True
+                if kept:
+                    relaxed["required"] = kept
+                else:
+                    relaxed.pop("required")
+        return relaxed, changed
+
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            for media in (body or {}).get("content", {}).values():
+                if "schema" in media:
+                    media["schema"], _ = relax(media["schema"])
 
 
 @dataclass(frozen=True)

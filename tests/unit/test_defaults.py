@@ -9,7 +9,6 @@ import pytest
 
 from services.tmf.patch import fill_defaults
 from services.tmf.spec import SchemaIndex, load_document
-from services.tmf.validation import RequestValidator
 
 DOCUMENT: dict[str, Any] = {"components": {"schemas": {
     "Thing": {"type": "object", "required": ["id"], "properties": {
@@ -41,12 +40,24 @@ def test_fill_defaults_fills_only_what_is_missing() -> None:
     assert fill_defaults({"id": "t"}, defaults) == {"id": "t"}
 
 
-def test_request_validator_lets_defaulted_attributes_out_and_nothing_else() -> None:
-    party = DOCUMENT["components"]["schemas"]["Party"]
-    validator = RequestValidator(party)
-    assert list(validator.iter_errors({"id": "a"})) == []
-    assert [e.message for e in validator.iter_errors({"role": "x"})] == ["'id' is a required property"]
-    assert [e.validator for e in validator.iter_errors({"id": "a", "@referredType": 5})] == ["type"]
+def test_request_bodies_may_leave_defaulted_attributes_out_and_responses_may_not() -> None:
+    document = load_document("serviceInventory.yaml")
+    schemas = document["components"]["schemas"]
+    create = document["paths"]["/service"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert create == {"$ref": "#/components/schemas/Service_Create_Input"}
+    assert schemas["RelatedParty_Input"]["required"] == ["id"]
+    assert "required" not in schemas["ServiceRefOrValue_Input"]
+    assert schemas["RelatedParty"]["required"] == ["id", "@referredType"]
+    request = SchemaIndex(document, "Service_Create_Input")
+    assert request.errors({"state": "active", "serviceSpecification": {"id": "s"},
+                           "relatedParty": [{"id": "p"}], "supportingService": [{"id": "x"}]}) == []
+    assert request.errors({"state": "active", "serviceSpecification": {"id": "s"},
+                           "relatedParty": [{"role": "r"}]}) == ["relatedParty.0: 'id' is a required property"]
+    response = SchemaIndex(document, "Service")
+    assert "relatedParty.0: '@referredType' is a required property" in response.errors(
+        {"id": "1", "relatedParty": [{"id": "p"}]})
+    # What is not a request body is left as written.
+    assert "Service_Input" not in schemas
 
 
 @pytest.mark.parametrize(("document", "schema", "path", "default"), [
