@@ -89,8 +89,8 @@ def _relax_request_bodies(document: dict[str, Any]) -> None:
 
     def relax(node: Any) -> tuple[Any, bool]:
         if isinstance(node, list):
-            pairs = [relax(item) for item in node]
-            return [item for item, _ in pairs], any(changed for _, changed in pairs)
+            items = [relax(item) for item in node]
+            return [item for item, _ in items], any(changed for _, changed in items)
         if not isinstance(node, dict):
             return node, False
         ref = node.get("$ref")
@@ -109,7 +109,7 @@ def _relax_request_bodies(document: dict[str, Any]) -> None:
             else:
                 relaxed[key], child_changed = relax(value)
                 changed = changed or child_changed
-        properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        properties: dict[str, Any] = node["properties"] if isinstance(node.get("properties"), dict) else {}
         required = node.get("required")
         if isinstance(required, list):
             kept = [n for n in required if not (isinstance(properties.get(n), dict) and "default" in properties[n])]
