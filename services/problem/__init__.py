@@ -32,6 +32,12 @@ ALARM = ResourceType(
 )
 
 
+def operator_responsibility(operator_party_id: str) -> dict[str, Any]:
+    """The ``responsibleParty`` of a problem a client submits without one. Correlation replaces
+    it (a party with this id and role) when it finds the supplier at fault."""
+    return {"id": operator_party_id, "role": "operator", "@referredType": "Organization"}
+
+
 def correlator(context: ApiContext) -> Correlator:
     # One per running app: its impact cache and per-root locks serve every event.
     if "correlator" not in context.components:
@@ -52,8 +58,12 @@ def problem_handlers(context: ApiContext) -> dict[str, Handler]:
     problems = context.resource_apis["serviceProblem"]
 
     async def create(body: Any = None) -> Response:
-        # Whatever status a client proposes, a problem it submits starts acknowledged.
-        return await problems.create({**body, "status": "acknowledged"} if isinstance(body, dict) else body)
+        if not isinstance(body, dict):
+            return await problems.create(body)
+        # Whatever status a client proposes, a problem it submits starts acknowledged; until
+        # someone names a partner, the operator answers for it.
+        return await problems.create({"responsibleParty": operator_responsibility(context.settings.operator_party_id),
+                                      **body, "status": "acknowledged"})
 
     return {"createServiceProblem": create, **Tasks(context).handlers()}
 

@@ -27,9 +27,10 @@ class TmfError(Exception):
     headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, status: int | None = None, reason: str | None = None,
-                 code: str | None = None) -> None:
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})
         if status is not None:
             self.status = status
         if reason is not None:
@@ -76,6 +77,14 @@ class NotFound(TmfError):
 class Conflict(TmfError):
     status = 409
     reason = "Conflict"
+
+
+class ConcurrentChanges(Conflict):
+    """Others kept changing the resource while a change without a precondition was applied;
+    the client may simply send it again (``Retry-After`` says when)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_seconds)})
 
 
 class PreconditionFailed(TmfError):
@@ -170,5 +179,7 @@ def http_exception_handler(
 
 
 def handle_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
+    # Connexion runs synchronous handlers in a worker thread, where the exception being handled
+    # is no longer current: it is passed explicitly so that the log line carries its traceback.
+    log.error("unhandled error", path=request.url.path, method=request.method, exc_info=exc)
     return _response(500, "Internal error", "The server failed to process the request; it has been logged")

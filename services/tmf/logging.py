@@ -11,7 +11,8 @@ from .telemetry import add_trace_ids
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send structlog and standard-library records to stderr as one JSON object per line."""
+    """Send structlog and standard-library records to stderr as one JSON object per line; an
+    exception's traceback travels in the line's ``exception`` attribute."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -27,7 +28,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.JSONRenderer()],
+                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
     ))
     root = logging.getLogger()

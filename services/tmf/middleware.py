@@ -57,33 +57,97 @@ class RequestContextMiddleware:
                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
-def json_depth_exceeds(body: bytes, limit: int) -> bool:
-    """Whether brackets nest deeper than ``limit`` outside string literals; checked on the raw
-    bytes so that a hostile body never reaches a recursive parser."""
+# One pass over the raw bytes, matching only what needs a look: a string literal (skipped
+# whole), a bracket, a number literal that could be out of range (19 digits in a row, or an
+# exponent of three digits or more: anything shorter stays far below 1e308; the look-behind
+# keeps the match at the literal's start), or the first letter
+# of a bare NaN / Infinity (valid JSON has no capital letter outside strings). Ordinary numbers
+# never leave the regular expression engine.
+_TOKEN = re.compile(
+    rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+    rb"|[\[\]{}]"
+    rb"|(?<![0-9.eE+-])-?(?=[0-9])[0-9.]*?(?:[eE][+-]?[0-9]{3}|[0-9]{19})[0-9.eE+-]*"
+    rb"|[NI]",
+    re.DOTALL,
+)
+_NUMBER = re.compile(rb"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
+INT64_MAX = 2**63 - 1
+_INT64_LIMITS = {b"": str(INT64_MAX).encode(), b"-": str(INT64_MAX + 1).encode()}
+_DOUBLE_MAX_EXPONENT = 308  # the largest double is about 1.8e308
+
+
+def number_problem(literal: bytes) -> str | None:
+    """Why a JSON number literal cannot be stored faithfully: an integer outside the signed
+    64-bit range, or a number a double turns into infinity. None when it is fine, or when it is
+    not a well-formed number at all (the JSON parser refuses those with its own message)."""
+    match = _NUMBER.fullmatch(literal)
+    if match is None:
+        return None
+    sign, whole, fraction, exponent_sign, exponent = match.groups()
+    shown = literal[:40].decode("ascii") + ("..." if len(literal) > 40 else "")
+    if fraction is None and exponent is None:
+        limit = _INT64_LIMITS[sign]
+        if len(whole) > len(limit) or (len(whole) == len(limit) and whole > limit):
+            return (f"the integer {shown} is outside the signed 64-bit range "
+                    f"({-INT64_MAX - 1} to {INT64_MAX}); send a smaller number, or a string if it is an identifier")
+        return None
+    fraction = fraction or b""
+    if not (whole + fraction).strip(b"0"):
+        return None  # zero, whatever its exponent
+    # The decimal exponent of the leading significant digit, from the literal's shape alone.
+    leading = len(whole) - 1 if whole != b"0" else -(len(fraction) - len(fraction.lstrip(b"0"))) - 1
+    written = (exponent or b"0").lstrip(b"0") or b"0"
+    if len(written) > 18:
+        # Far beyond anything the digits before it could offset (they are bounded by the body size).
+        overflows = exponent_sign != b"-"
+    else:
+        magnitude = leading + (-int(written) if exponent_sign == b"-" else int(written))
+        overflows = magnitude > _DOUBLE_MAX_EXPONENT or (
+            magnitude == _DOUBLE_MAX_EXPONENT and float(literal) in (float("inf"), float("-inf")))
+    if overflows:
+        return (f"the number {shown} is too large for a double-precision number; "
+                "send a finite number up to about 1.8e308")
+    return None
+
+
+def json_body_problem(body: bytes, max_depth: int, *, numbers: bool = True) -> str | None:
+    """What makes a JSON body unacceptable before any parser sees it, or None: brackets
+    nesting deeper than ``max_depth`` outside string literals (a hostile body never reaches a
+    recursive parser) and, with ``numbers``, the bare ``NaN`` / ``Infinity`` / ``-Infinity``
+    Python's parser accepts but JSON does not, and number literals that cannot be stored
+    faithfully (see :func:`number_problem`). One linear pass over the raw bytes."""
     depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
+    for token in _TOKEN.finditer(body):
+        first = body[token.start()]
+        if first == 0x22:  # a string literal
+            continue
+        if first in (0x5B, 0x7B):  # [ {
             depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
+            if depth > max_depth:
+                return f"the JSON body nests deeper than {max_depth} levels"
+        elif first in (0x5D, 0x7D):  # ] }
             depth -= 1
-    return False
+        elif not numbers:
+            continue
+        elif first in (0x4E, 0x49):  # N I
+            return (f"the JSON body holds a bare NaN or Infinity (byte {token.start()}); JSON numbers are "
+                    "finite: send a number, or null where the attribute allows it")
+        else:
+            problem = number_problem(token.group())
+            if problem is not None:
+                return f"{problem} (byte {token.start()})"
+    return None
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether brackets nest deeper than ``limit`` outside string literals."""
+    return json_body_problem(body, limit, numbers=False) is not None
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` (413), bodies that are not UTF-8, and JSON nested
-    deeper than ``max_depth`` (400), before anything parses them."""
+    """Refuses bodies over ``max_bytes`` (413), bodies that are not UTF-8, JSON nested deeper
+    than ``max_depth``, and JSON numbers that would be stored as garbage (NaN, infinities,
+    integers beyond 64 bits) (400), before anything parses them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
         self.app = app
@@ -119,9 +183,10 @@ class BodyLimitMiddleware:
             await _send_error(send, 400, "Bad request",
                               f"the body is not UTF-8 text (byte {exc.start}); JSON bodies must be UTF-8")
             return
-        if json_depth_exceeds(body, self.max_depth):
-            await _send_error(send, 400, "Bad request",
-                              f"the JSON body nests deeper than {self.max_depth} levels")
+        content_type = dict(scope["headers"]).get(b"content-type", b"json").lower()
+        problem = json_body_problem(body, self.max_depth, numbers=b"json" in content_type)
+        if problem is not None:
+            await _send_error(send, 400, "Bad request", problem)
             return
         delivered = False
 

@@ -4,6 +4,7 @@ client document passes before it is stored."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import jsonpatch
@@ -85,6 +86,24 @@ def check_keys(document: Any, where: str = "") -> None:
                 stack.append((value, f"{path}.{key}" if path else key))
         elif isinstance(node, list):
             stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+
+
+def fill_defaults(document: Any, defaults: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Give every object the required attributes it lacks that the document declares a default
+    for (see ``SchemaIndex.required_defaults``), so that what is stored and returned is complete
+    even when a client left them out. Arrays are looked through, as in filter paths."""
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, list):
+            return [walk(item, path) for item in node]
+        if not isinstance(node, dict):
+            return node
+        filled = {k: walk(v, f"{path}.{k}" if path else k) for k, v in node.items()}
+        for name, value in defaults.get(path, {}).items():
+            filled.setdefault(name, copy.deepcopy(value))
+        return filled
+
+    return walk(document, "")
 
 
 def normalize_dates(document: Any, date_time_paths: frozenset[str]) -> Any:

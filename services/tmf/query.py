@@ -428,14 +428,21 @@ def filter_plan(conditions: list[Condition], index: SchemaIndex, regex_max_lengt
     return FilterPlan(query, text_matches)
 
 
-def _whole_number(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got '{raw[:32]}'") from None
-    if value < 0:
-        raise BadRequest(f"{name} must not be negative, got {value}")
-    return value
+MAX_OFFSET = 2**31 - 1
+
+
+def _whole_number(name: str, raw: str, maximum: int, hint: str = "") -> int:
+    digits = raw.removeprefix("-")
+    # ASCII digits only: int() would also take "1_000", " 7" and other scripts' digits.
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise BadRequest(f"{name} must be a whole number, got '{raw[:32]}'")
+    if raw.startswith("-"):
+        raise BadRequest(f"{name} must not be negative, got {raw[:32]}")
+    # Compare the digits before converting: a hostile value may be thousands of digits long.
+    stripped = digits.lstrip("0") or "0"
+    if len(stripped) > len(str(maximum)) or int(stripped) > maximum:
+        raise BadRequest(f"{name} must not exceed {maximum}, got {raw[:32]}{hint}")
+    return int(stripped)
 
 
 def parse_fields(raw: str | None, index: SchemaIndex) -> list[str] | None:
@@ -483,8 +490,9 @@ def parse_query(raw_query: str, index: SchemaIndex, *, default_limit: int, max_l
             continue
         else:
             filters.append((name, literal, value))
-    offset = _whole_number("offset", paging["offset"]) if "offset" in paging else 0
-    limit = _whole_number("limit", paging["limit"]) if "limit" in paging else default_limit
+    offset = _whole_number("offset", paging["offset"], MAX_OFFSET) if "offset" in paging else 0
+    limit = (_whole_number("limit", paging["limit"], max_limit, "; page through larger results with offset")
+             if "limit" in paging else default_limit)
     if limit > max_limit:
         raise BadRequest(f"limit must not exceed {max_limit}; page through larger results with offset")
     return Query(

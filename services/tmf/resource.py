@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +20,9 @@ from connexion import request
 from pymongo import IndexModel
 from starlette.responses import Response
 
-from .errors import JSON, BadRequest, NotFound, PreconditionFailed
+from .errors import JSON, BadRequest, ConcurrentChanges, NotFound, PreconditionFailed
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
-from .patch import apply_patch, check_keys, normalize_dates, patch_style
+from .patch import apply_patch, check_keys, fill_defaults, normalize_dates, patch_style
 from .query import ALWAYS_RETURNED, filter_plan, parse_fields, parse_query, projection
 from .repository import META, AccessScope, ResourceStore, public
 from .repository.events import in_transaction
@@ -31,7 +33,35 @@ if TYPE_CHECKING:
     from .api import ApiContext
 
 Handler = Callable[..., Any]
+MAX_ID_LENGTH = 1024
+# Writes of one resource queue in this process; these bound the retries left for writers in
+# other processes (and system changes inside their own transactions), with jittered backoff.
 PATCH_ATTEMPTS = 8
+PATCH_BACKOFF_SECONDS = 0.01
+PATCH_BACKOFF_MAX_SECONDS = 0.25
+
+
+class KeyedLocks:
+    """One lock per key, kept only while somebody holds or awaits it: the map never grows
+    beyond the writes in flight."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class ResourceRules:
@@ -108,6 +138,7 @@ class ResourceApi:
         self.create_index = (SchemaIndex(context.document, create_schema)
                              if create_schema in context.document.get("components", {}).get("schemas", {}) else None)
         self._write_lock = asyncio.Lock()
+        self._resource_locks = KeyedLocks()
 
     @property
     def store(self) -> ResourceStore:
@@ -219,7 +250,8 @@ class ResourceApi:
         (through ``create``) and for resources the system itself makes. With ``session``, the
         write joins the caller's transaction (the caller then wakes the dispatcher). ``also``
         names further events (kind, fieldPath) to announce with the creation."""
-        document: dict[str, Any] = normalize_dates(body, self.index.date_time_paths)
+        document: dict[str, Any] = fill_defaults(normalize_dates(body, self.index.date_time_paths),
+                                                 self.index.required_defaults)
         document["id"] = resource_id or new_id()
         document.setdefault("@type", self.resource.type_name)
 
@@ -240,9 +272,11 @@ class ResourceApi:
         return stored
 
     async def _load(self, resource_id: str, scope: AccessScope) -> dict[str, Any]:
-        stored = await self.store.get(resource_id, scope)
+        # Any id a client sends is only compared for equality; one longer than any id we make
+        # or accept cannot exist, and is not worth a query.
+        stored = await self.store.get(resource_id, scope) if len(resource_id) <= MAX_ID_LENGTH else None
         if stored is None:
-            raise NotFound(f"no {self.resource.type_name} with id '{resource_id}'")
+            raise NotFound(f"no {self.resource.type_name} with id '{resource_id[:64]}'")
         return stored
 
     async def retrieve(self, id: str, fields: str | None = None) -> Response:
@@ -266,7 +300,10 @@ class ResourceApi:
         may set read-only attributes (other than id and href)."""
 
         async def write() -> dict[str, Any]:
-            for _attempt in range(PATCH_ATTEMPTS):
+            for attempt in range(PATCH_ATTEMPTS):
+                if attempt:
+                    ceiling = min(PATCH_BACKOFF_MAX_SECONDS, PATCH_BACKOFF_SECONDS * 2 ** attempt)
+                    await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
                 stored = await self._load(resource_id, scope)
                 meta = stored[META]
                 if not matches_if_match(if_match, meta["version"]):
@@ -281,7 +318,8 @@ class ResourceApi:
                 if touched:
                     raise BadRequest(f"{', '.join(touched)} cannot be changed")
                 check_keys(after)
-                after = normalize_dates(after, self.index.date_time_paths)
+                after = fill_defaults(normalize_dates(after, self.index.date_time_paths),
+                                     self.index.required_defaults)
                 self.check_valid(after)
                 after.pop("href", None)
                 changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))
@@ -292,11 +330,27 @@ class ResourceApi:
                 result: dict[str, Any] | None = await self._commit(replace, resource_id, session)
                 if result is not None:
                     return result
-                if if_match is not None or session is not None:
-                    raise PreconditionFailed("the resource changed while the change was applied; GET it again")
-            raise PreconditionFailed("the resource is changing too often to patch; try again")
+                if if_match is not None:
+                    raise PreconditionFailed(
+                        f"the resource changed after If-Match {if_match} was checked; GET it again and "
+                        "reapply your change")
+                if session is not None:
+                    # The caller's transaction saw the old version; only the caller can start over.
+                    raise ConcurrentChanges("the resource changed while the change was applied; try again")
+            raise ConcurrentChanges(
+                f"the {self.resource.type_name} kept changing while this change was applied "
+                f"({PATCH_ATTEMPTS} attempts); send it again")
 
-        result: dict[str, Any] = await self._guarded(write)
+        result: dict[str, Any]
+        if session is not None:
+            # Inside a caller's transaction the caller orders its writes; waiting here for a
+            # resource another of its writes holds could deadlock.
+            result = await self._guarded(write)
+            return result
+        # Writers of one resource in this process take turns instead of racing: the versioned
+        # replace then only meets writers in other processes.
+        async with self._resource_locks.hold(resource_id):
+            result = await self._guarded(write)
         return result
 
     def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],
@@ -325,7 +379,7 @@ class ResourceApi:
             async def delete(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
                 removed = await self.store.delete(id, scope, session=session)
                 if removed is None:
-                    raise NotFound(f"no {self.resource.type_name} with id '{id}'")
+                    raise NotFound(f"no {self.resource.type_name} with id '{id[:64]}'")
                 return removed, removed[META]["version"] + 1, [self.event(DELETE, self.present(removed))]
 
             await self._commit(delete, id)

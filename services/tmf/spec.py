@@ -61,6 +61,7 @@ def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
         if clash:
             raise ValueError(f"{name} redefines the shared hub paths {sorted(clash)} from {COMMON_DOCUMENT}")
         paths.update(copy.deepcopy(common.get("paths", {})))
+    _relax_request_bodies(merged)
     return merged
 
 
@@ -69,6 +70,69 @@ def served_document(document: dict[str, Any], server_url: str) -> bytes:
     kept so that client generators name the types after the schemas, with ``servers`` pointing
     at the API's base path so that a generated client needs only the host."""
     return json.dumps({**document, "servers": [{"url": server_url}]}, ensure_ascii=False).encode("utf-8")
+INPUT_SUFFIX = "_Input"
+_SCHEMAS = "#/components/schemas/"
+_NOT_SCHEMAS = frozenset({"example", "examples", "default", "enum", "description"})
+
+
+def _relax_request_bodies(document: dict[str, Any]) -> None:
+    """A required attribute whose schema declares a ``default`` (the ``@referredType`` of a
+    reference) is required in what the server returns, but requests may leave it out: the
+    server fills the default in. Request bodies therefore refer to ``<Name>_Input`` variants of
+    the schemas concerned, without those attributes in ``required``; responses keep the
+    schemas as written."""
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    variants: dict[str, str | None] = {}
+
+    def variant(name: str) -> str | None:
+        if name not in variants:
+            variants[name] = None  # a schema that refers to itself keeps that reference as written
+            relaxed, changed = relax(schemas[name])
+            if changed:
+                variants[name] = f"{name}{INPUT_SUFFIX}"
+                schemas[f"{name}{INPUT_SUFFIX}"] = relaxed
+        return variants[name]
+
+    def relax(node: Any) -> tuple[Any, bool]:
+        if isinstance(node, list):
+            items = [relax(item) for item in node]
+            return [item for item, _ in items], any(changed for _, changed in items)
+        if not isinstance(node, dict):
+            return node, False
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_SCHEMAS) and ref[len(_SCHEMAS):] in schemas:
+            target = variant(ref[len(_SCHEMAS):])
+            return ({**node, "$ref": f"{_SCHEMAS}{target}"}, True) if target else (node, False)
+        relaxed: dict[str, Any] = {}
+        changed = False
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                pairs = {name: relax(schema) for name, schema in value.items()}
+                relaxed[key] = {name: schema for name, (schema, _) in pairs.items()}
+                changed = changed or any(c for _, c in pairs.values())
+            elif key in _NOT_SCHEMAS:
+                relaxed[key] = value
+            else:
+                relaxed[key], child_changed = relax(value)
+                changed = changed or child_changed
+        properties: dict[str, Any] = node["properties"] if isinstance(node.get("properties"), dict) else {}
+        required = node.get("required")
+        if isinstance(required, list):
+            kept = [n for n in required if not (isinstance(properties.get(n), dict) and "default" in properties[n])]
+            if len(kept) != len(required):
+                changed = True
+                if kept:
+                    relaxed["required"] = kept
+                else:
+                    relaxed.pop("required")
+        return relaxed, changed
+
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            for media in (body or {}).get("content", {}).values():
+                if "schema" in media:
+                    media["schema"], _ = relax(media["schema"])
 
 
 @dataclass(frozen=True)
@@ -170,6 +234,36 @@ class SchemaIndex:
 
         walk(self.schema, "", 0)
         return frozenset(found)
+
+    @cached_property
+    def required_defaults(self) -> dict[str, dict[str, Any]]:
+        """For every dotted path (arrays looked through, "" for the resource itself) to an object
+        whose schema lists an attribute as ``required`` and gives it a ``default``: those
+        attributes and defaults. Requests may leave such attributes out; the server fills them
+        in (e.g. the ``@referredType`` of a reference)."""
+        found: dict[str, dict[str, Any]] = {}
+
+        def walk(schema: dict[str, Any], prefix: str, depth: int) -> None:
+            if depth > self.MAX_DEPTH:
+                return
+            element = self._element(schema)
+            properties = self._properties(element)
+            defaults = {name: self._resolve(properties[name])["default"] for name in self._required(element)
+                        if name in properties and "default" in self._resolve(properties[name])}
+            if defaults:
+                found[prefix] = defaults
+            for name, prop in properties.items():
+                walk(prop, f"{prefix}.{name}" if prefix else name, depth + 1)
+
+        walk(self.schema, "", 0)
+        return found
+
+    def _required(self, schema: dict[str, Any]) -> set[str]:
+        schema = self._resolve(schema)
+        names = set(schema.get("required", []))
+        for part in schema.get("allOf", []):
+            names |= self._required(part)
+        return names
 
     @cached_property
     def validator(self) -> Any:

@@ -15,7 +15,9 @@ from services.tmf.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
     TrailingSlashMiddleware,
+    json_body_problem,
     json_depth_exceeds,
+    number_problem,
 )
 
 Message = dict[str, Any]
@@ -44,6 +46,57 @@ Message = dict[str, Any]
 ])
 def test_json_depth_exceeds(body: bytes, limit: int, exceeds: bool) -> None:
     assert json_depth_exceeds(body, limit) is exceeds
+
+
+# ------------------------------------------------------------------ json_body_problem
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a": NaN}', b"[Infinity]", b"[-Infinity]", b'{"a": [1, {"b": NaN}]}',
+    b"[1e400]", b"[-1e400]", b"[1E+400]", b"[1e0400]", b"[1.7976931348623159e308]",
+    b"[123456789012345678e299]", b"[0.0000001e316]", b"[1" + b"0" * 400 + b".5]",
+    b"[1e" + b"9" * 5000 + b"]",
+    b"[9223372036854775808]", b"[-9223372036854775809]", b"[18446744073709551616]",
+    b'{"x": "\\\\", "y": 99999999999999999999}', b"[1" + b"0" * 5000 + b"]",
+])
+def test_json_body_problem_refuses_numbers_that_cannot_be_stored(body: bytes) -> None:
+    assert json_body_problem(body, 32) is not None
+    assert json_body_problem(body, 32, numbers=False) is None
+
+
+@pytest.mark.parametrize("body", [
+    b"[9223372036854775807]", b"[-9223372036854775808]", b"[1.7976931348623157e308]",
+    b"[-1.7976931348623157e308]", b"[1e308]", b"[1e99]", b"[1.5e3, 2e-3]", b"[1e-400]", b"[0e99999999]",
+    b"[0.000e400]", b"[0.1234567890123456789012345]", b"[12345678901234567890.5]",
+    b"[0.0000001e314]", b"[true, false, null, 0, -0, 1.5]",
+    # Text is text, whatever it spells.
+    b'{"name": "NaN Infinity -Infinity 1e999 99999999999999999999 Nordic IP-VPN"}',
+    b'{"a\\"": "\\" NaN 1e999"}',
+    # Malformed literals are left to the JSON parser's own message.
+    b"[1.2.3e]", b"[-]",
+])
+def test_json_body_problem_accepts_storable_json(body: bytes) -> None:
+    assert json_body_problem(body, 32) is None
+
+
+def test_json_body_problem_says_what_and_where() -> None:
+    message = json_body_problem(b'{"value": 9223372036854775808}', 32)
+    assert message is not None
+    assert "9223372036854775808" in message and "64-bit" in message and "byte 10" in message
+    message = json_body_problem(b'{"value": NaN}', 32)
+    assert message is not None and "NaN" in message and "byte 10" in message
+    message = json_body_problem(b'[[[[1e400]]]]', 3)
+    assert message == "the JSON body nests deeper than 3 levels"
+
+
+def test_number_problem_bounds() -> None:
+    assert number_problem(b"9223372036854775807") is None
+    assert number_problem(b"9223372036854775808") is not None
+    assert number_problem(b"-9223372036854775808") is None
+    assert number_problem(b"-9223372036854775809") is not None
+    assert number_problem(b"1.7976931348623157e308") is None
+    assert number_problem(b"1.797693134862316e308") is not None
+    assert number_problem(b"not a number") is None
 
 
 # ------------------------------------------------------------------ an ASGI harness
@@ -184,6 +237,25 @@ class TestBodyLimit:
         assert result.status == 413
         assert inner.calls == 0
         assert tmf_error(result)["status"] == "413"
+
+    @pytest.mark.parametrize("content_type", [b"application/json", b"application/merge-patch+json",
+                                              b"application/json-patch+json", None])
+    def test_unstorable_number_is_a_bad_request(self, content_type: bytes | None) -> None:
+        inner = Inner()
+        headers = [(b"content-type", content_type)] if content_type else []
+        result = run(BodyLimitMiddleware(inner, max_bytes=1024, max_depth=4), http_scope(headers=headers),
+                     [b'{"value": ', b"NaN}"])
+        assert result.status == 400
+        assert inner.calls == 0
+        assert "NaN" in tmf_error(result)["message"]
+
+    def test_text_that_is_not_json_is_not_read_as_numbers(self) -> None:
+        inner = Inner()
+        headers = [(b"content-type", b"text/plain")]
+        result = run(BodyLimitMiddleware(inner, max_bytes=1024, max_depth=4), http_scope(headers=headers),
+                     [b"Infinity and 99999999999999999999"])
+        assert result.status == 200
+        assert inner.calls == 1
 
     def test_deep_json_is_a_bad_request(self) -> None:
         inner = Inner()

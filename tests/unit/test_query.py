@@ -276,6 +276,13 @@ class TestParseQuery:
         ("limit=1.5", "whole number"),
         ("offset=-3", "must not be negative"),
         ("offset=x", "whole number"),
+        ("offset=99999999999999999999", "must not exceed 2147483647"),
+        ("offset=2147483648", "must not exceed 2147483647"),
+        (f"offset=1{'0' * 5000}", "must not exceed 2147483647"),
+        (f"limit=1{'0' * 5000}", "must not exceed 100"),
+        ("offset=1_000", "whole number"),
+        ("offset=%2B5", "whole number"),
+        ("offset=%E0%A5%A7", "whole number"),  # a Devanagari digit one
     ])
     def test_bad_paging_values(self, service_index: SchemaIndex, raw: str, message: str) -> None:
         with pytest.raises(BadRequest, match=message):
@@ -287,6 +294,10 @@ class TestParseQuery:
     def test_duplicate_paging_parameters_are_refused(self, service_index: SchemaIndex, raw: str) -> None:
         with pytest.raises(BadRequest, match="more than once"):
             parse(raw, service_index)
+
+    def test_largest_offset_is_accepted(self, service_index: SchemaIndex) -> None:
+        assert parse("offset=2147483647", service_index).offset == 2**31 - 1
+        assert parse("offset=007", service_index).offset == 7
 
     def test_default_limit_above_the_maximum_is_refused(self, service_index: SchemaIndex) -> None:
         with pytest.raises(BadRequest, match="must not exceed"):

@@ -107,7 +107,8 @@ class EventStore:
         await self.database[collection].insert_many([
             {"_id": e["eventId"], "id": e["eventId"], "eventId": e["eventId"], "eventTime": e["eventTime"],
              "eventType": e["eventType"], "recordTime": now, "notification": e,
-             payload_key: {k: v for k, v in e["event"][payload_key].items() if k in {"id", "href", "name"}},
+             payload_key: {**{k: v for k, v in e["event"][payload_key].items() if k in {"id", "href", "name"}},
+                           "@referredType": e["event"][payload_key].get("@type")},
              "_meta": {"version": 1, "owner": None}}
             for e in events
         ], session=session)
