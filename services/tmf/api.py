@@ -18,7 +18,8 @@ from typing import Any
 import structlog
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from pymongo import AsyncMongoClient
@@ -285,7 +286,10 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
 
     # TMF PATCH takes several media types; connexion warns about that on every such request.
     logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
-    app = AsyncApp(__name__, lifespan=lifespan)
+    # Security is enforced once, by our authentication middleware (tokens validated against the
+    # issuer's keys); connexion's own handler would want a token-info function per scheme.
+    middlewares = [m for m in ConnexionMiddleware.default_middlewares if m is not SecurityMiddleware]
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares)
     for declaration, context, handlers in built:
         # Connexion would serve its own copy of the document with every $ref inlined, which
         # turns each response into an anonymous type in generated clients; it keeps the
