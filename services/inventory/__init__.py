@@ -7,8 +7,8 @@ from pymongo import ASCENDING, IndexModel
 from starlette.responses import Response
 
 from services.tmf.api import ApiContext, ApiDeclaration
+from services.tmf.authentication import call_of
 from services.tmf.resource import Handler, ResourceType, json_response
-from services.tmf.scope import scope_of
 
 from .graph import dependency_graph, resource_impact_graph, service_impact_graph
 from .rules import ServiceRules
@@ -34,16 +34,16 @@ def graph_handlers(context: ApiContext) -> dict[str, Handler]:
     services = context.resource_apis["service"]
 
     async def dependencies(id: str, depth: int = MAX_DEPTH) -> Response:
-        scope = scope_of(request, context.settings)
-        return json_response(await dependency_graph(services, id, scope, depth))
+        call = call_of(request)
+        return json_response(await dependency_graph(services, id, call, depth))
 
     async def service_impact(id: str, depth: int = MAX_DEPTH) -> Response:
-        scope = scope_of(request, context.settings)
-        return json_response(await service_impact_graph(services, id, scope, depth))
+        call = call_of(request)
+        return json_response(await service_impact_graph(services, id, call, depth))
 
     async def resource_impact(id: str, depth: int = MAX_DEPTH) -> Response:
-        scope = scope_of(request, context.settings)
-        return json_response(await resource_impact_graph(services, id, scope, depth))
+        call = call_of(request)
+        return json_response(await resource_impact_graph(services, id, call, depth))
 
     return {"retrieveServiceDependency": dependencies, "retrieveServiceImpact": service_impact,
             "retrieveResourceImpact": resource_impact}

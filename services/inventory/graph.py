@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.tmf.call import Call
 from services.tmf.errors import BadRequest, NotFound
-from services.tmf.repository import META, AccessScope
+from services.tmf.repository import META
 from services.tmf.resource import ResourceApi
 
 NODE_FIELDS = {"id": 1, "name": 1, "category": 1, "state": 1, "relatedParty": 1,
@@ -26,9 +27,9 @@ def is_customer_facing(category: Any) -> bool:
 
 
 class Walk:
-    def __init__(self, api: ResourceApi, scope: AccessScope, max_depth: int) -> None:
+    def __init__(self, api: ResourceApi, call: Call, max_depth: int) -> None:
         self.api = api
-        self.scope = scope
+        self.call = call
         self.max_depth = max_depth
         self.max_nodes = api.settings.graph_max_nodes
         self.nodes: list[dict[str, Any]] = []
@@ -51,7 +52,7 @@ class Walk:
     async def load(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        docs = await self.api.store.find_in("_id", ids, self.scope, NODE_FIELDS)
+        docs = await self.api.store.find_in("_id", ids, self.call, NODE_FIELDS)
         order = {i: n for n, i in enumerate(ids)}
         return sorted(docs, key=lambda d: order[d["id"]])
 
@@ -102,7 +103,7 @@ class Walk:
         while frontier and depth < self.max_depth:
             depth += 1
             frontier_set = set(frontier)
-            parents = await self.api.store.find_in(f"{META}.dependsOn", frontier, self.scope, NODE_FIELDS)
+            parents = await self.api.store.find_in(f"{META}.dependsOn", frontier, self.call, NODE_FIELDS)
             next_ids = []
             for doc in sorted(parents, key=lambda d: d["id"]):
                 below = [d for d in doc.get(META, {}).get("dependsOn", []) if d in frontier_set]
@@ -125,16 +126,16 @@ def graph(direction: str, root: dict[str, Any], walk: Walk, extra: dict[str, Any
     return {"@type": "ServiceGraph", "direction": direction, "root": root, "node": walk.nodes, **(extra or {})}
 
 
-async def dependency_graph(api: ResourceApi, service_id: str, scope: AccessScope, max_depth: int) -> dict[str, Any]:
-    walk = Walk(api, scope, max_depth)
+async def dependency_graph(api: ResourceApi, service_id: str, call: Call, max_depth: int) -> dict[str, Any]:
+    walk = Walk(api, call, max_depth)
     root = await walk.root(service_id)
     await walk.down(root)
     return graph("dependency", walk.service_node(root, 0, [root["id"]]), walk)
 
 
-async def service_impact_graph(api: ResourceApi, service_id: str, scope: AccessScope,
+async def service_impact_graph(api: ResourceApi, service_id: str, call: Call,
                                max_depth: int) -> dict[str, Any]:
-    walk = Walk(api, scope, max_depth)
+    walk = Walk(api, call, max_depth)
     root = await walk.root(service_id)
     walk.seen.add(("Service", root["id"]))
     root_node = walk.service_node(root, 0, [root["id"]])
@@ -146,10 +147,10 @@ async def service_impact_graph(api: ResourceApi, service_id: str, scope: AccessS
     return graph("impact", root_node, walk, {"customerFacingService": facing})
 
 
-async def resource_impact_graph(api: ResourceApi, resource_id: str, scope: AccessScope,
+async def resource_impact_graph(api: ResourceApi, resource_id: str, call: Call,
                                 max_depth: int) -> dict[str, Any]:
-    walk = Walk(api, scope, max_depth)
-    users = await api.store.find_internal({f"{META}.resources": resource_id}, scope, NODE_FIELDS)
+    walk = Walk(api, call, max_depth)
+    users = await api.store.find_internal({f"{META}.resources": resource_id}, call, NODE_FIELDS)
     if not users:
         raise NotFound(f"no service of this inventory rests on resource '{resource_id}'")
     paths: dict[str, list[str]] = {}
@@ -173,7 +174,7 @@ def _cut(walk: Walk, max_depth: int) -> bool:
     return any(n["depth"] >= max_depth for n in walk.nodes)
 
 
-async def find_cycle(api: ResourceApi, service_id: str, depends_on: list[str], scope: AccessScope) -> list[str] | None:
+async def find_cycle(api: ResourceApi, service_id: str, depends_on: list[str], call: Call) -> list[str] | None:
     """The dependency path that would lead from ``service_id`` back to itself, if any."""
     if service_id in depends_on:
         return [service_id, service_id]
@@ -181,7 +182,7 @@ async def find_cycle(api: ResourceApi, service_id: str, depends_on: list[str], s
     seen = set(depends_on)
     frontier = list(depends_on)
     while frontier:
-        docs = await api.store.find_in("_id", frontier, scope, {"id": 1, f"{META}.dependsOn": 1})
+        docs = await api.store.find_in("_id", frontier, call, {"id": 1, f"{META}.dependsOn": 1})
         next_ids = []
         for doc in docs:
             for dep in doc.get(META, {}).get("dependsOn", []):

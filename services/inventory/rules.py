@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.tmf.call import SYSTEM, Call
 from services.tmf.errors import BadRequest, Conflict
 from services.tmf.query import normalize_date_time
-from services.tmf.repository import META, OPERATOR, AccessScope
+from services.tmf.repository import META
 from services.tmf.resource import ResourceApi, ResourceRules
 
 from .graph import find_cycle
@@ -17,9 +18,9 @@ from .references import References, collect
 
 class ServiceRules(ResourceRules):
     async def _checked_references(self, api: ResourceApi, service: dict[str, Any],
-                                  scope: AccessScope) -> References:
+                                  call: Call) -> References:
         refs = collect(service, api.context.public_base)
-        missing = set(refs.services) - await api.store.exists(refs.services, scope)
+        missing = set(refs.services) - await api.store.exists(refs.services, call)
         if missing:
             where = sorted(f"{refs.services[m]} ('{m}')" for m in missing)
             raise BadRequest(
@@ -29,24 +30,24 @@ class ServiceRules(ResourceRules):
         return refs
 
     async def on_create(self, api: ResourceApi, document: dict[str, Any],
-                        scope: AccessScope) -> dict[str, Any]:
+                        call: Call) -> dict[str, Any]:
         document["serviceDate"] = normalize_date_time(datetime.now(UTC).isoformat())
-        return (await self._checked_references(api, document, scope)).meta()
+        return (await self._checked_references(api, document, call)).meta()
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
-        refs = await self._checked_references(api, after, scope)
+                        call: Call, system: bool = False) -> dict[str, Any]:
+        refs = await self._checked_references(api, after, call)
         if refs.services:
-            cycle = await find_cycle(api, after["id"], sorted(refs.services), OPERATOR)
+            cycle = await find_cycle(api, after["id"], sorted(refs.services), SYSTEM)
             if cycle is not None:
                 raise Conflict(
                     "this change would make the service depend on itself: " + " -> ".join(cycle)
                 )
         return refs.meta()
 
-    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], scope: AccessScope) -> None:
+    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], call: Call) -> None:
         dependents = await api.store.find_internal(
-            {f"{META}.dependsOn": stored["id"]}, OPERATOR, {"id": 1})
+            {f"{META}.dependsOn": stored["id"]}, SYSTEM, {"id": 1})
         if dependents:
             ids = ", ".join(sorted(d["id"] for d in dependents)[:5])
             raise Conflict(

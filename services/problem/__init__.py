@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from services.tmf.api import ApiContext, ApiDeclaration
 from services.tmf.listener import Consumption
+from services.tmf.repository import OWNER_ONLY, Visibility
 from services.tmf.resource import Handler, ResourceType
 
 from .alarms import AlarmRules
@@ -18,16 +19,21 @@ from .tasks import Tasks
 
 PROBLEM = ResourceType(
     name="serviceProblem", type_name="ServiceProblem", rules=ProblemRules(), state_attribute="status",
+    # Also the parties of the services it affects, named by correlation.
+    visibility=Visibility(("originatorParty.id", "responsibleParty.id", "relatedParty.id")),
     indexes=(IndexModel([("_meta.openRoot", ASCENDING)]), IndexModel([("_meta.impacted", ASCENDING)]),
              IndexModel([("underlyingAlarm.id", ASCENDING)]), IndexModel([("affectedService.id", ASCENDING)]),
              IndexModel([("status", ASCENDING)])),
 )
+# A record is seen by the parties of its problem (stored with it by the outbox).
 EVENT_RECORD = ResourceType(name="serviceProblemEventRecord", type_name="ServiceProblemEventRecord",
-                            indexes=(IndexModel([("serviceProblem.id", ASCENDING)]),))
-TASKS = tuple(ResourceType(name=name, type_name=name[0].upper() + name[1:], emits_events=False)
+                            indexes=(IndexModel([("serviceProblem.id", ASCENDING)]),), visibility=Visibility(()))
+TASKS = tuple(ResourceType(name=name, type_name=name[0].upper() + name[1:], emits_events=False,
+                           visibility=OWNER_ONLY)
               for name in ("problemAcknowledgement", "problemUnacknowledgement", "problemGroup", "problemUngroup"))
+# Alarms carry no parties: the party that raised them (and the operator) sees them.
 ALARM = ResourceType(
-    name="alarm", type_name="Alarm", rules=AlarmRules(),
+    name="alarm", type_name="Alarm", rules=AlarmRules(), visibility=OWNER_ONLY,
     indexes=(IndexModel([("alarmedObject.id", ASCENDING)]), IndexModel([("state", ASCENDING)])),
 )
 

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.inventory.client import Suppliers
+from services.tmf.call import Call
 from services.tmf.errors import BadRequest
 from services.tmf.events import now_text
-from services.tmf.repository import AccessScope
 from services.tmf.resource import ResourceApi, ResourceRules
 
 
 class AlarmRules(ResourceRules):
-    async def on_create(self, api: ResourceApi, document: dict[str, Any], scope: AccessScope) -> dict[str, Any]:
+    async def on_create(self, api: ResourceApi, document: dict[str, Any], call: Call) -> dict[str, Any]:
+        if not call.unrestricted:
+            target = document.get("alarmedObject") or {}
+            suppliers = Suppliers(api.context)
+            if str(target.get("@referredType", "")).lower() == "service":
+                await suppliers.check_services(call, {str(target.get("id", ""))})
+            else:
+                await suppliers.check_resource(call, str(target.get("id", "")))
         document.setdefault("alarmReportingTime", now_text())
         if document.get("state") == "cleared":
             document.setdefault("alarmClearedTime", document["alarmReportingTime"])
         return {}
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
+                        call: Call, system: bool = False) -> dict[str, Any]:
         now = now_text()
         after["alarmChangedTime"] = now
         if after.get("state") == "cleared" and before.get("state") != "cleared":

@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import structlog
 
 from services.tmf import outgoing
+from services.tmf.call import SYSTEM
 from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
-from services.tmf.repository import META, OPERATOR, public
+from services.tmf.repository import META, public
 from services.tmf.repository.events import in_transaction
 from services.tmf.resource import ResourceApi
 
@@ -55,9 +57,10 @@ def element(alarm: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
 class ImpactCache:
     """Impact graphs from the inventory's public API, kept ``ttl`` seconds."""
 
-    def __init__(self, inventory_url: str, ttl: float) -> None:
+    def __init__(self, inventory_url: str, ttl: float, auth: httpx.Auth | None = None) -> None:
         self.inventory_url = inventory_url
         self.ttl = ttl
+        self.auth = auth
         self._entries: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
     async def impact(self, kind: str, element_id: str) -> dict[str, Any] | None:
@@ -66,7 +69,7 @@ class ImpactCache:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         path = f"/resourceImpact/{element_id}" if kind == "resource" else f"/service/{element_id}/impact"
-        async with outgoing.client(30) as client:
+        async with outgoing.client(30, auth=self.auth) as client:
             response = await client.get(f"{self.inventory_url}{path}")
         graph: dict[str, Any] | None = response.json() if response.status_code == 200 else None
         if response.status_code not in (200, 404):
@@ -78,7 +81,7 @@ class ImpactCache:
 
     async def get_json(self, url: str) -> dict[str, Any] | None:
         try:
-            async with outgoing.client(30) as client:
+            async with outgoing.client(30, auth=self.auth) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
             return None
@@ -96,6 +99,13 @@ def responsible_party(graph: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def graph_parties(graph: dict[str, Any]) -> list[str]:
+    """The parties of every service in an impact graph: each may see the problem."""
+    nodes = [graph.get("root") or {}, *(graph.get("node") or [])]
+    return sorted({str(p["id"]) for n in nodes for p in n.get("relatedParty") or []
+                   if isinstance(p, dict) and p.get("id")})
+
+
 def service_ref(node: dict[str, Any]) -> dict[str, Any]:
     ref = {"id": node["id"], "@referredType": "Service"}
     for key in ("href", "name"):
@@ -108,7 +118,7 @@ class Correlator:
     def __init__(self, context: ApiContext) -> None:
         self.context = context
         settings = context.settings
-        self.impacts = ImpactCache(settings.inventory_url, settings.impact_cache_seconds)
+        self.impacts = ImpactCache(settings.inventory_url, settings.impact_cache_seconds, context.service_auth())
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -165,7 +175,7 @@ class Correlator:
             await self.group_related(problem["id"], kind, element_id, impacted)
 
     async def open_problem(self, key: str) -> dict[str, Any] | None:
-        return await self.problems.store.find_one({f"{META}.openRoot": key}, OPERATOR)
+        return await self.problems.store.find_one({f"{META}.openRoot": key}, SYSTEM)
 
     async def reopen_recent(self, key: str) -> dict[str, Any] | None:
         """A raise soon after the clear that resolved a problem reopens that problem."""
@@ -177,7 +187,7 @@ class Correlator:
         field = "rootCauseResource.id" if kind == "resource" else "rootCauseService.id"
         recent = await self.problems.store.find({field: element_id, "status": "resolved",
                                                  "resolutionDate": {"$gte": since}},
-                                                OPERATOR, sort=[("resolutionDate", -1)], limit=1)
+                                                SYSTEM, sort=[("resolutionDate", -1)], limit=1)
         if not recent:
             return None
 
@@ -186,7 +196,7 @@ class Correlator:
             set_status(after, "inProgress", "an alarm was raised again within the damping window")
             return after
 
-        return await self.problems.modify(recent[0]["id"], reopen, OPERATOR, system=True)
+        return await self.problems.modify(recent[0]["id"], reopen, SYSTEM, system=True)
 
     async def create_for_alarm(self, alarm: dict[str, Any], kind: str, element_id: str, target: dict[str, Any],
                                graph: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +228,7 @@ class Correlator:
         if responsible is not None:
             body["responsibleParty"] = responsible
             body["relatedParty"] = [responsible]
-        return await self.problems.insert(body, OPERATOR)
+        return await self.problems.insert(body, SYSTEM, parties=graph_parties(graph))
 
     @staticmethod
     def alarm_ref(alarm: dict[str, Any]) -> dict[str, Any]:
@@ -236,14 +246,14 @@ class Correlator:
             # swell the problem in a storm.
             return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), self.alarm_ref(alarm)]}
 
-        return await self.problems.modify(problem["id"], add, OPERATOR, system=True)
+        return await self.problems.modify(problem["id"], add, SYSTEM, system=True)
 
     async def cleared(self, alarm: dict[str, Any]) -> None:
         holders = await self.problems.store.find({"underlyingAlarm.id": alarm["id"], "status": {"$in": list(OPEN)}},
-                                                 OPERATOR)
+                                                 SYSTEM)
         for problem in holders:
             async with self.lock(root_key(problem) or problem["id"]):
-                stored = await self.problems.store.get(problem["id"], OPERATOR)
+                stored = await self.problems.store.get(problem["id"], SYSTEM)
                 if stored is None:
                     continue
                 active = [a for a in stored.get(META, {}).get("activeAlarms", []) if a != alarm["id"]]
@@ -256,25 +266,25 @@ class Correlator:
                     set_status(after, "resolved", "every alarm of this problem has cleared")
                     return after
 
-                await self.problems.modify(problem["id"], resolve, OPERATOR, system=True)
+                await self.problems.modify(problem["id"], resolve, SYSTEM, system=True)
 
     async def group_related(self, problem_id: str, kind: str, element_id: str, impacted: list[str]) -> None:
         """Put problems about services above this element under this problem, and this problem
         under problems about elements below it."""
         above = [p for p in await self.problems.store.find_in(
-            f"{META}.openRoot", [f"service:{s}" for s in impacted if s != element_id], OPERATOR,
+            f"{META}.openRoot", [f"service:{s}" for s in impacted if s != element_id], SYSTEM,
             {}) if p["id"] != problem_id]
         below = []
         if kind == "service":
             below = [p for p in await self.problems.store.find_internal(
-                {f"{META}.impacted": element_id, f"{META}.openRoot": {"$ne": None}}, OPERATOR, {})
+                {f"{META}.impacted": element_id, f"{META}.openRoot": {"$ne": None}}, SYSTEM, {})
                 if p["id"] != problem_id]
         for parent_id, child_id in [(problem_id, p["id"]) for p in above] + [(p["id"], problem_id) for p in below]:
             await self.link(parent_id, child_id)
 
     async def link(self, parent_id: str, child_id: str) -> None:
-        parent = await self.problems.store.get(parent_id, OPERATOR)
-        child = await self.problems.store.get(child_id, OPERATOR)
+        parent = await self.problems.store.get(parent_id, SYSTEM)
+        child = await self.problems.store.get(child_id, SYSTEM)
         if parent is None or child is None:
             return
         if any(r.get("id") == parent_id for r in child.get("parentProblem") or []):
@@ -283,7 +293,7 @@ class Correlator:
 
         async def both(session: Any) -> None:
             for problem_id, change in changes.items():
-                await self.problems.modify(problem_id, change, OPERATOR, session=session, system=True)
+                await self.problems.modify(problem_id, change, SYSTEM, session=session, system=True)
 
         await in_transaction(self.context.db, both)
         self.context.outbox.committed()
@@ -307,10 +317,10 @@ class Correlator:
             if target is not None:
                 if any(v.get("id") == violation["id"] for v in target.get("slaViolation") or []):
                     return
-                await self.problems.modify(target["id"], attach(ref, violation), OPERATOR, system=True)
+                await self.problems.modify(target["id"], attach(ref, violation), SYSTEM, system=True)
                 return
             # Nothing says yet what broke the SLA: the problem asks for its root cause.
-            await self.problems.insert(await self.sla_problem(violation, services, ref), OPERATOR,
+            await self.problems.insert(await self.sla_problem(violation, services, ref), SYSTEM,
                                        also=[(INFORMATION_REQUIRED, ["rootCauseService", "rootCauseResource"])])
 
     async def violation_withdrawn(self, violation: dict[str, Any]) -> None:
@@ -320,10 +330,10 @@ class Correlator:
         reason = f"SLA violation {violation['id']} {why}"[:1000]
         async with self.lock("sla-violations"):
             holders = await self.problems.store.find(
-                {"slaViolation.id": violation["id"], "status": {"$in": [*OPEN, "resolved"]}}, OPERATOR,
+                {"slaViolation.id": violation["id"], "status": {"$in": [*OPEN, "resolved"]}}, SYSTEM,
                 sort=[("creationDate", 1)])
             for problem in holders:
-                await self.problems.modify(problem["id"], withdraw(str(violation["id"]), reason), OPERATOR,
+                await self.problems.modify(problem["id"], withdraw(str(violation["id"]), reason), SYSTEM,
                                            system=True)
 
     async def problem_for_services(self, services: list[str]) -> dict[str, Any] | None:
@@ -332,8 +342,8 @@ class Correlator:
         candidates = await self.problems.store.find(
             {"status": {"$in": list(OPEN)}, "$or": [{"affectedService.id": {"$in": services}},
                                                      {"rootCauseService.id": {"$in": services}}]},
-            OPERATOR, sort=[("creationDate", 1)], limit=20)
-        impacted = await self.problems.store.find_in(f"{META}.impacted", services, OPERATOR, {})
+            SYSTEM, sort=[("creationDate", 1)], limit=20)
+        impacted = await self.problems.store.find_in(f"{META}.impacted", services, SYSTEM, {})
         pool = candidates + [public(p) for p in impacted if p.get("status") in OPEN]
         if not pool:
             return None
@@ -345,8 +355,10 @@ class Correlator:
         details = violation.get("violation") or {}
         sla = violation.get("sla") or {}
         importance = 5
-        if sla.get("href"):
-            found = await self.impacts.get_json(sla["href"])
+        sla_api = self.context.settings.sla_hub_url
+        if sla.get("id") and sla_api:
+            # The configured SLA service, asked by id: never a URL taken from the event.
+            found = await self.impacts.get_json(f"{sla_api}/sla/{quote(str(sla['id']), safe='')}")
             if found and isinstance(found.get("importance"), int):
                 importance = found["importance"]
         body: dict[str, Any] = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from services.tmf.call import Call
 from services.tmf.errors import Conflict
 from services.tmf.events import now_text
-from services.tmf.repository import AccessScope
 from services.tmf.resource import ResourceApi, ResourceRules
 
 FINAL = frozenset({"rejected", "cancelled", "closed"})
@@ -55,7 +55,7 @@ def set_status(problem: dict[str, Any], status: str, reason: str, record: dict[s
 
 
 class ProblemRules(ResourceRules):
-    async def on_create(self, api: ResourceApi, document: dict[str, Any], scope: AccessScope) -> dict[str, Any]:
+    async def on_create(self, api: ResourceApi, document: dict[str, Any], call: Call) -> dict[str, Any]:
         now = now_text()
         document.setdefault("status", "acknowledged")
         document.setdefault("statusChangeDate", now)
@@ -67,7 +67,7 @@ class ProblemRules(ResourceRules):
         return {"openRoot": open_root(document)}
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
+                        call: Call, system: bool = False) -> dict[str, Any]:
         old, new = before.get("status"), after.get("status")
         if old in FINAL and after != before:
             raise Conflict(f"the problem is {old}, a final status; it cannot change any more")

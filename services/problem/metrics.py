@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge, Histogram
 
+from services.tmf.call import SYSTEM
 from services.tmf.metrics import REGISTRY, sampled_for, seconds_since
-from services.tmf.repository import OPERATOR
 
 from .lifecycle import OPEN
 
@@ -25,7 +25,7 @@ CORRELATION_LAG = Histogram(
 
 @sampled_for("serviceProblemManagement")
 async def count_open_problems(context: ApiContext) -> None:
-    PROBLEMS_OPEN.set(await context.store("serviceProblem").count({"status": {"$in": list(OPEN)}}, OPERATOR))
+    PROBLEMS_OPEN.set(await context.store("serviceProblem").count({"status": {"$in": list(OPEN)}}, SYSTEM))
 
 
 def problem_updated(accepted_at: Any) -> None:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from connexion import request
 from starlette.responses import Response
 
+from services.tmf.authentication import call_of
+from services.tmf.call import Call
 from services.tmf.errors import BadRequest, Conflict, NotFound
-from services.tmf.repository import AccessScope
 from services.tmf.repository.events import in_transaction
 from services.tmf.resource import Handler, ResourceApi, json_response
-from services.tmf.scope import scope_of
 
 from .lifecycle import FINAL, set_status, tracking
 
@@ -50,10 +50,10 @@ class Tasks:
     def problems(self) -> ResourceApi:
         return self.context.resource_apis["serviceProblem"]
 
-    async def _load_open(self, ids: list[str], scope: AccessScope) -> dict[str, dict[str, Any]]:
+    async def _load_open(self, ids: list[str], call: Call) -> dict[str, dict[str, Any]]:
         found = {}
         for problem_id in ids:
-            stored = await self.problems.store.get(problem_id, scope)
+            stored = await self.problems.store.get(problem_id, call)
             if stored is None:
                 raise NotFound(f"no ServiceProblem with id '{problem_id}'; nothing was changed")
             if stored.get("status") in FINAL:
@@ -62,9 +62,9 @@ class Tasks:
         return found
 
     async def _apply(self, changes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]],
-                     scope: AccessScope) -> list[dict[str, Any]]:
+                     call: Call) -> list[dict[str, Any]]:
         async def all_of_them(session: Any) -> list[dict[str, Any]]:
-            return [await self.problems.modify(problem_id, change, scope, session=session, system=True)
+            return [await self.problems.modify(problem_id, change, call, session=session, system=True)
                     for problem_id, change in changes.items()]
 
         changed = await in_transaction(self.context.db, all_of_them)
@@ -73,16 +73,16 @@ class Tasks:
 
     async def _record(self, task: str, body: dict[str, Any]) -> Response:
         api = self.context.resource_apis[task]
-        stored = await api.insert(body, scope_of(request, self.context.settings))
+        stored = await api.insert(body, call_of(request))
         presented = api.present(stored)
         return json_response(presented, 201, {"Location": presented["href"]})
 
     def _acknowledgement(self, task: str, result_key: str, start: str, end: str) -> Handler:
         async def run(body: Any = None) -> Response:
             body = body or {}
-            scope = scope_of(request, self.context.settings)
+            call = call_of(request)
             ids = _ids(body.get("problem"), "problem")
-            await self._load_open(ids, scope)
+            await self._load_open(ids, call)
             given = body.get("trackingRecord") or {}
             words = "acknowledged" if end == "acknowledged" else "unacknowledged"
 
@@ -95,20 +95,20 @@ class Tasks:
                     after["trackingRecord"] = [*(after.get("trackingRecord") or []), record]
                 return after
 
-            changed = await self._apply({i: change for i in ids}, scope)
+            changed = await self._apply({i: change for i in ids}, call)
             return await self._record(task, {
                 "problem": [problem_ref(self.problems, p) for p in changed],
                 **({"trackingRecord": given} if given else {}), result_key: changed})
 
         return run
 
-    async def _ancestors(self, problem_id: str, scope: AccessScope) -> set[str]:
+    async def _ancestors(self, problem_id: str, call: Call) -> set[str]:
         seen: set[str] = set()
         frontier = [problem_id]
         while frontier and len(seen) < MAX_ANCESTORS:
             parents = []
             for current in frontier:
-                stored = await self.problems.store.get(current, scope)
+                stored = await self.problems.store.get(current, call)
                 for ref in (stored or {}).get("parentProblem") or []:
                     if ref.get("id") and ref["id"] not in seen:
                         seen.add(ref["id"])
@@ -118,35 +118,35 @@ class Tasks:
 
     async def group(self, body: Any = None) -> Response:
         body = body or {}
-        scope = scope_of(request, self.context.settings)
+        call = call_of(request)
         parent_id = _ids([body.get("parentProblem")], "parentProblem")[0]
         child_ids = _ids(body.get("childProblem"), "childProblem")
         if parent_id in child_ids:
             raise Conflict("a problem cannot be grouped under itself; nothing was changed")
-        loaded = await self._load_open([parent_id, *child_ids], scope)
-        ancestors = await self._ancestors(parent_id, scope)
+        loaded = await self._load_open([parent_id, *child_ids], call)
+        ancestors = await self._ancestors(parent_id, call)
         looping = sorted(set(child_ids) & ancestors)
         if looping:
             raise Conflict(f"grouping would make a cycle: {', '.join(looping)} already rank above {parent_id}; "
                            "nothing was changed")
         changes = grouping_changes(self.problems, loaded[parent_id], [loaded[c] for c in child_ids], link=True)
-        changed = await self._apply(changes, scope)
+        changed = await self._apply(changes, call)
         return await self._record("problemGroup", {
             "parentProblem": problem_ref(self.problems, changed[0]),
             "childProblem": [problem_ref(self.problems, p) for p in changed[1:]]})
 
     async def ungroup(self, body: Any = None) -> Response:
         body = body or {}
-        scope = scope_of(request, self.context.settings)
+        call = call_of(request)
         parent_id = _ids([body.get("parentProblem")], "parentProblem")[0]
         child_ids = _ids(body.get("childProblem"), "childProblem")
-        loaded = await self._load_open([parent_id, *child_ids], scope)
+        loaded = await self._load_open([parent_id, *child_ids], call)
         strangers = [c for c in child_ids
                      if parent_id not in {r.get("id") for r in loaded[c].get("parentProblem") or []}]
         if strangers:
             raise Conflict(f"{', '.join(strangers)} are not grouped under {parent_id}; nothing was changed")
         changes = grouping_changes(self.problems, loaded[parent_id], [loaded[c] for c in child_ids], link=False)
-        changed = await self._apply(changes, scope)
+        changed = await self._apply(changes, call)
         return await self._record("problemUngroup", {
             "parentProblem": problem_ref(self.problems, changed[0]),
             "childProblem": [problem_ref(self.problems, p) for p in changed[1:]]})

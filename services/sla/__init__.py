@@ -13,10 +13,10 @@ from pymongo import ASCENDING, IndexModel
 from starlette.responses import Response
 
 from services.tmf.api import ApiContext, ApiDeclaration
-from services.tmf.errors import BadRequest, Conflict, NotFound
-from services.tmf.repository import public
+from services.tmf.authentication import call_of
+from services.tmf.errors import BadRequest, Conflict, Forbidden, NotFound
+from services.tmf.repository import Visibility, public
 from services.tmf.resource import Handler, ResourceType, json_response
-from services.tmf.scope import scope_of
 
 from .evaluate import Closer, parse_time
 from .evaluation import METRICS, Period
@@ -30,8 +30,9 @@ MAX_EVALUATION_DAYS = 400
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
+# SLAs are agreed by the operator with each party, who may read them.
 SLA = ResourceType(
-    name="sla", type_name="ServiceLevelAgreement", event_prefix="SLA", rules=SlaRules(),
+    name="sla", type_name="ServiceLevelAgreement", event_prefix="SLA", rules=SlaRules(), party_writes=False,
     indexes=(IndexModel([("_meta.services", ASCENDING)]), IndexModel([("relatedParty.id", ASCENDING)])),
 )
 # A violation's status (provisional, final, withdrawn) is its state: a change of it is announced
@@ -40,20 +41,22 @@ VIOLATION = ResourceType(
     name="slaViolation", type_name="SLAViolation", state_attribute="status",
     indexes=(IndexModel([("sla.id", ASCENDING), ("period.startDateTime", ASCENDING)]),),
 )
+# Evaluations are seen by the SLA's parties (named when the evaluation is made).
 EVALUATION = ResourceType(name="slaEvaluation", type_name="SLAEvaluation",
-                          indexes=(IndexModel([("sla.id", ASCENDING)]),))
+                          indexes=(IndexModel([("sla.id", ASCENDING)]),), visibility=Visibility(()))
 REBATE = ResourceType(
-    name="rebate", type_name="Rebate",
+    name="rebate", type_name="Rebate", visibility=Visibility(("payer.id", "payee.id")),
     indexes=(IndexModel([("sla.id", ASCENDING)]), IndexModel([("period.startDateTime", ASCENDING)]),
              IndexModel([("payer.id", ASCENDING)]), IndexModel([("payee.id", ASCENDING)])),
 )
+# A statement is its party's alone.
 STATEMENT = ResourceType(name="settlementStatement", type_name="SettlementStatement",
-                         indexes=(IndexModel([("party.id", ASCENDING)]),))
+                         indexes=(IndexModel([("party.id", ASCENDING)]),), visibility=Visibility(("party.id",)))
 
 
 def sla_handlers(context: ApiContext) -> dict[str, Handler]:
     async def take_measurements(body: Any = None) -> Response:
-        return json_response(await Intake(context).take(body), 201)
+        return json_response(await Intake(context).take(body, call_of(request)), 201)
 
     async def list_metrics() -> Response:
         return json_response([
@@ -62,9 +65,9 @@ def sla_handlers(context: ApiContext) -> dict[str, Handler]:
 
     async def evaluate(body: Any = None) -> Response:
         body = body or {}
-        scope = scope_of(request, context.settings)
+        call = call_of(request)
         sla_id = str((body.get("sla") or {}).get("id", ""))
-        stored = await context.resource_apis["sla"].store.get(sla_id, scope)
+        stored = await context.resource_apis["sla"].store.get(sla_id, call)
         if stored is None:
             raise NotFound(f"no ServiceLevelAgreement with id '{sla_id}'")
         period_body = body.get("period") or {}
@@ -81,6 +84,8 @@ def sla_handlers(context: ApiContext) -> dict[str, Handler]:
             raise BadRequest(f"a period lies between {EARLIEST.date()} and {LATEST.date()}")
         period = Period(start, end)
         close = bool(body.get("close", False))
+        if close and not call.unrestricted:
+            raise Forbidden("only the operator closes a period; evaluate without close to see where it stands")
         if close and period.end > context.clock():
             raise Conflict("the period has not ended yet; evaluate it without close to see where it stands")
         evaluation = await Closer(context).evaluate(public(stored), period, close)

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, time
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from services.tmf.call import SYSTEM
 from services.tmf.errors import Conflict, PreconditionFailed
 from services.tmf.query import normalize_date_time
-from services.tmf.repository import META, OPERATOR, public
+from services.tmf.repository import META, public
 
 from .evaluation import (
     METRICS,
@@ -97,6 +98,11 @@ def business_hours_of(sla: dict[str, Any]) -> BusinessHours | None:
            else time.max)  # until midnight
     days = frozenset(hours.get("dayOfWeek") or range(1, 8))
     return BusinessHours(days, start, end, period_kind(sla)[1])
+
+
+def sla_parties(sla: dict[str, Any]) -> list[str]:
+    """The parties of an SLA, who may see what is computed under it."""
+    return sorted({str(p["id"]) for p in sla.get("relatedParty") or [] if isinstance(p, dict) and p.get("id")})
 
 
 def party(sla: dict[str, Any], roles: set[str]) -> dict[str, Any] | None:
@@ -195,7 +201,7 @@ class Closer:
     async def closed(self, sla: dict[str, Any], period: Period) -> bool:
         """Whether ``period`` of ``sla`` has been closed."""
         evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))
-        return await self.api("slaEvaluation").store.get(evaluation_id, OPERATOR) is not None
+        return await self.api("slaEvaluation").store.get(evaluation_id, SYSTEM) is not None
 
     @timed_evaluation  # telemetry: sqm_sla_evaluations_total, sqm_sla_evaluation_duration_seconds
     async def evaluate(self, sla: dict[str, Any], period: Period, close: bool) -> dict[str, Any]:
@@ -203,7 +209,7 @@ class Closer:
         evaluation_id = stable_id("evaluation", sla["id"], text(period.start), text(period.end))
         evaluations = self.api("slaEvaluation")
         if close:
-            existing = await evaluations.store.get(evaluation_id, OPERATOR)
+            existing = await evaluations.store.get(evaluation_id, SYSTEM)
             if existing is not None:
                 return existing
         rules = rules_of(sla)
@@ -231,10 +237,11 @@ class Closer:
                                       "amount": rebate["amount"]}
                 await self.update_statements(rebate)
         try:
-            stored = await evaluations.insert(document, OPERATOR, resource_id=evaluation_id if close else None)
+            stored = await evaluations.insert(document, SYSTEM, resource_id=evaluation_id if close else None,
+                                              parties=sla_parties(sla))
         except Conflict:
             # Another process closed the same period at the same moment; its result is the same.
-            again = await evaluations.store.get(evaluation_id, OPERATOR)
+            again = await evaluations.store.get(evaluation_id, SYSTEM)
             assert again is not None
             return again
         return stored
@@ -270,12 +277,12 @@ class Closer:
         if raw_rule.get("consequence"):
             body["violation"]["consequence"] = raw_rule["consequence"]
         violations = self.api("slaViolation")
-        existing = await violations.store.get(identity, OPERATOR)
+        existing = await violations.store.get(identity, SYSTEM)
         if existing is None:
             try:
-                return await violations.insert(body, OPERATOR, resource_id=identity)
+                return await violations.insert(body, SYSTEM, resource_id=identity)
             except Conflict:
-                existing = await violations.store.get(identity, OPERATOR)
+                existing = await violations.store.get(identity, SYSTEM)
                 assert existing is not None
         if not final:
             return existing
@@ -286,7 +293,7 @@ class Closer:
                 after["statusChangeDate"] = body["date"]
             return after
 
-        return await violations.modify(identity, finalise, OPERATOR, system=True)
+        return await violations.modify(identity, finalise, SYSTEM, system=True)
 
     async def withdraw_unconfirmed(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
                                    confirmed: set[str]) -> list[dict[str, Any]]:
@@ -295,14 +302,14 @@ class Closer:
         violations = self.api("slaViolation")
         pending = await violations.store.find(
             {"sla.id": sla["id"], "period.startDateTime": text(period.start),
-             "period.endDateTime": text(period.end), "status": "provisional"}, OPERATOR, sort=[("id", 1)])
+             "period.endDateTime": text(period.end), "status": "provisional"}, SYSTEM, sort=[("id", 1)])
         by_rule = {r.rule.id: r for r in results}
         withdrawn = []
         for stored in pending:
             if stored["id"] in confirmed:
                 continue
             result = by_rule.get(str(((stored.get("violation") or {}).get("rule") or {}).get("id")))
-            withdrawn.append(await violations.modify(stored["id"], self.withdrawal(result), OPERATOR, system=True))
+            withdrawn.append(await violations.modify(stored["id"], self.withdrawal(result), SYSTEM, system=True))
         return withdrawn
 
     def withdrawal(self, result: RuleResult | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -333,7 +340,7 @@ class Closer:
             return None
         rebate_id = stable_id("rebate", sla["id"], text(period.start), text(period.end))
         rebates = self.api("rebate")
-        existing = await rebates.store.get(rebate_id, OPERATOR)
+        existing = await rebates.store.get(rebate_id, SYSTEM)
         if existing is not None:
             return existing
         body: dict[str, Any] = {
@@ -352,9 +359,9 @@ class Closer:
             if found is not None:
                 body[key] = found
         try:
-            return await rebates.insert(body, OPERATOR, resource_id=rebate_id)
+            return await rebates.insert(body, SYSTEM, resource_id=rebate_id, parties=sla_parties(sla))
         except Conflict:
-            return await rebates.store.get(rebate_id, OPERATOR)
+            return await rebates.store.get(rebate_id, SYSTEM)
 
     async def update_statements(self, rebate: dict[str, Any]) -> None:
         for role in ("payer", "payee"):
@@ -395,15 +402,15 @@ class Closer:
                                                  currency)}
 
         for _ in range(STATEMENT_ROUNDS):
-            if await statements.store.get(statement_id, OPERATOR) is None:
+            if await statements.store.get(statement_id, SYSTEM) is None:
                 body = {"party": who, "period": period, "currency": currency, **statement_totals([line], currency),
                         "@type": "SettlementStatement"}
                 try:
-                    return await statements.insert(body, OPERATOR, resource_id=statement_id)
+                    return await statements.insert(body, SYSTEM, resource_id=statement_id)
                 except Conflict:
                     pass  # another close made it first: add to theirs
             try:
-                return await statements.modify(statement_id, add, OPERATOR)
+                return await statements.modify(statement_id, add, SYSTEM)
             except PreconditionFailed:
                 continue  # many closes of this party at once; each round one of them lands
         raise PreconditionFailed(f"the settlement statement of {who['id']} is changing too often; close again")
@@ -415,7 +422,7 @@ class Closer:
         now = self.context.clock()
         slas = self.api("sla")
         closed = 0
-        for stored in await slas.store.find_internal({"evaluationPeriod": {"$exists": True}}, OPERATOR, {}):
+        for stored in await slas.store.find_internal({"evaluationPeriod": {"$exists": True}}, SYSTEM, {}):
             meta = stored.get(META, {})
             sla = public(stored)
             kind, zone = period_kind(sla)

@@ -10,8 +10,10 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from services.tmf.errors import BadRequest
-from services.tmf.repository import META, OPERATOR, public
+from services.inventory.client import Suppliers
+from services.tmf.call import SYSTEM, Call
+from services.tmf.errors import BadRequest, Forbidden
+from services.tmf.repository import META, public
 
 from .evaluate import (
     Closer,
@@ -81,12 +83,17 @@ class Intake:
         self.context = context
         self.closer = Closer(context)
 
-    async def take(self, body: Any) -> dict[str, Any]:
+    async def take(self, body: Any, call: Call) -> dict[str, Any]:
+        if call.read_only:
+            raise Forbidden(f"a {call.role} may only read")
         now = self.context.clock()
         samples = check_batch(body, int(now.timestamp() * 1000), self.context.settings.measurement_future_skew_seconds)
         services = sorted({s.service for s in samples})
+        # A partner reports only about what it supplies: down samples could otherwise raise a
+        # violation on another party's SLA.
+        await Suppliers(self.context).check_services(call, set(services))
         slas = [public(d) | {META: d.get(META, {})} for d in await self.context.resource_apis["sla"].store.find_in(
-            f"{META}.services", services, OPERATOR, {})]
+            f"{META}.services", services, SYSTEM, {})]
         covered = {s for sla in slas for s in sla[META].get("services", [])}
         await self.closer.measurements.add(samples)
         MEASUREMENTS_INGESTED.inc(len(samples))  # telemetry
@@ -121,7 +128,7 @@ class Intake:
                 loaded = await load_samples(self.closer.measurements, services, ["availability"], period)
                 results = {r.rule.id: r for r in evaluate_rules(sla, period, loaded)}
                 for rule in rules:
-                    if await violations.store.get(violation_id(sla["id"], rule.id, period), OPERATOR) is not None:
+                    if await violations.store.get(violation_id(sla["id"], rule.id, period), SYSTEM) is not None:
                         continue
                     if any(not can_still_be_met(rule, period, loaded.get((s, "availability"), []), windows, hours,
                                                 now=now) for s in services):

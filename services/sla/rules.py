@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from services.tmf import outgoing
+from services.tmf.call import SYSTEM, Call
 from services.tmf.errors import BadRequest, Conflict
 from services.tmf.query import normalize_date_time
-from services.tmf.repository import OPERATOR, AccessScope
 from services.tmf.resource import ResourceApi, ResourceRules
 
 from .evaluation import METRICS, Rule, Tier, check_rule
@@ -116,7 +116,7 @@ class SlaRules(ResourceRules):
         if not inventory or not services:
             return services
         missing = []
-        async with outgoing.client(5) as client:
+        async with outgoing.client(5, auth=api.context.service_auth()) as client:
             for service_id in services:
                 try:
                     response = await client.get(f"{inventory}/service/{service_id}", params={"fields": "none"})
@@ -129,24 +129,24 @@ class SlaRules(ResourceRules):
             raise BadRequest(f"relatedEntity names services the inventory does not hold: {', '.join(missing[:5])}")
         return services
 
-    async def on_create(self, api: ResourceApi, document: dict[str, Any], scope: AccessScope) -> dict[str, Any]:
+    async def on_create(self, api: ResourceApi, document: dict[str, Any], call: Call) -> dict[str, Any]:
         check_sla(document)
         created = normalize_date_time(api.context.clock().isoformat())
         return {"services": await self._check_services(api, document), "created": created}
 
-    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], scope: AccessScope) -> None:
-        if await api.context.resource_apis["rebate"].store.find_one({"sla.id": stored["id"]}, OPERATOR,
+    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], call: Call) -> None:
+        if await api.context.resource_apis["rebate"].store.find_one({"sla.id": stored["id"]}, SYSTEM,
                                                                     {"_id": 1}) is not None:
             raise Conflict("rebates were computed under this SLA; it stays for the record (end it with validFor)")
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
+                        call: Call, system: bool = False) -> dict[str, Any]:
         check_sla(after)
         old_currency = (before.get("charge") or {}).get("unit")
         new_currency = (after.get("charge") or {}).get("unit")
         if old_currency and new_currency != old_currency:
             rebates = api.context.resource_apis["rebate"]
-            if await rebates.store.find_one({"sla.id": after["id"]}, OPERATOR, {"_id": 1}) is not None:
+            if await rebates.store.find_one({"sla.id": after["id"]}, SYSTEM, {"_id": 1}) is not None:
                 raise Conflict(f"rebates of this SLA are in {old_currency}; an SLA keeps one currency "
                                "(create a new SLA version for another currency)")
         return {"services": await self._check_services(api, after)}

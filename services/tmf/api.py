@@ -11,14 +11,15 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from pymongo import AsyncMongoClient
@@ -29,12 +30,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import errors, metrics, telemetry
+from .auth.issuer import TokenIssuer
+from .auth.service import ClientCredentials, ServiceAuth, ServiceCredentials
+from .auth.settings import AuthSettings
+from .auth.validator import TokenValidator
+from .authentication import AuthenticationMiddleware
 from .delivery import Dispatcher
 from .hub import HUB_COLLECTION, HUB_INDEXES, HubApi
 from .listener import Consumption, ListenerApi
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware, TrailingSlashMiddleware
 from .outbox import Outbox
-from .repository import ResourceStore
+from .repository import OWNER_ONLY, ResourceStore
 from .repository.events import EventStore
 from .resource import Handler, ResourceApi, ResourceType
 from .settings import Settings
@@ -76,11 +82,17 @@ class ApiContext:
     # The time, injectable so that tests can run a month in seconds.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     listeners: list[ListenerApi] = field(default_factory=list)
+    # The bearer tokens this API sends when it calls the suite's other services.
+    credentials: ServiceCredentials | None = None
     # Long-lived helpers a service keeps for as long as the app runs (caches, locks).
     components: dict[str, Any] = field(default_factory=dict)
     _stores: dict[str, ResourceStore] = field(default_factory=dict)
     _events: EventStore | None = None
     _outbox: Outbox | None = None
+
+    def service_auth(self) -> ServiceAuth | None:
+        """Credentials for this API's calls to the suite's other services."""
+        return ServiceAuth(self.credentials) if self.credentials is not None else None
 
     @property
     def public_base(self) -> str:
@@ -113,7 +125,10 @@ class ApiContext:
 
     def store(self, name: str) -> ResourceStore:
         if name not in self._stores:
-            self._stores[name] = ResourceStore(self.db, name, timeout_ms=self.settings.query_timeout_ms)
+            api = self.resource_apis.get(name)
+            visibility = api.resource.visibility if api is not None else OWNER_ONLY
+            self._stores[name] = ResourceStore(self.db, name, timeout_ms=self.settings.query_timeout_ms,
+                                               visibility=visibility)
         return self._stores[name]
 
 
@@ -208,14 +223,22 @@ async def is_ready(app: AsyncApp) -> bool:
 
 
 def build_app(declarations: list[ApiDeclaration], settings: Settings,
-              clock: Callable[[], datetime] | None = None) -> AsyncApp:
-    """One ASGI app serving every declared API on the configured MongoDB."""
+              clock: Callable[[], datetime] | None = None, auth: AuthSettings | None = None) -> AsyncApp:
+    """One ASGI app serving every declared API on the configured MongoDB. Without an external
+    issuer (``SQM_OAUTH_ISSUER``), the app issues tokens itself at its public URL."""
     telemetry.setup_for_apis([d.name for d in declarations])  # telemetry: tracing on if OTEL_* asks
+    auth = auth or AuthSettings.from_env()
+    if auth.builtin_issuer:
+        auth = replace(auth, issuer=settings.public_url)
+    issuer = TokenIssuer(auth) if auth.builtin_issuer else None
+    validator = TokenValidator(auth, key_source=issuer.jwks if issuer is not None else None)
     contexts: list[ApiContext] = []
     built: list[tuple[ApiDeclaration, ApiContext, dict[str, Handler]]] = []
     for declaration in declarations:
         context = ApiContext(declaration.name, declaration.base_path, settings,
                              load_document(declaration.document, with_hub=declaration.has_hub))
+        context.credentials = ServiceCredentials(declaration.name, settings.operator_party_id, issuer=issuer,
+                                                 credentials=ClientCredentials.from_env())
         if clock is not None:
             context.clock = clock
         contexts.append(context)
@@ -239,6 +262,9 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
         subscribing: list[asyncio.Task[Any]] = []
         try:
             await events.ensure_indexes()
+            if issuer is not None:
+                issuer.connect(database)
+                await issuer.start()
             for declaration, context, _ in built:
                 context.connect(database, events, dispatcher, dict(declaration.event_records))
                 for resource in declaration.resources:
@@ -261,7 +287,10 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
 
     # TMF PATCH takes several media types; connexion warns about that on every such request.
     logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
-    app = AsyncApp(__name__, lifespan=lifespan)
+    # Security is enforced once, by our authentication middleware (tokens validated against the
+    # issuer's keys); connexion's own handler would want a token-info function per scheme.
+    middlewares = [m for m in ConnexionMiddleware.default_middlewares if m is not SecurityMiddleware]
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares)
     metrics.add_connexion_middleware(app, [(d.name, d.base_path, c.document) for d, c, _ in built])  # telemetry
     for declaration, context, handlers in built:
         # Connexion would serve its own copy of the document with every $ref inlined, which
@@ -320,5 +349,21 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
     app.add_middleware(TrailingSlashMiddleware, position=MiddlewarePosition.BEFORE_ROUTING)
     app.add_middleware(BodyLimitMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    # Added later is outer: the request id first, then who is calling, then the body limits.
+    app.add_middleware(AuthenticationMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       apis=[(c.base_path, c.name) for c in contexts], validator=lambda: validator,
+                       **({"clock": clock} if clock is not None else {}))
     app.add_middleware(RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    if issuer is not None:
+        for route in issuer.routes():
+            app.add_url_rule(route.path, route.name, route.endpoint, methods=sorted(route.methods or ()))
+    _ISSUERS[app] = issuer
     return app
+
+
+_ISSUERS: weakref.WeakKeyDictionary[AsyncApp, TokenIssuer | None] = weakref.WeakKeyDictionary()
+
+
+def issuer_of(app: AsyncApp) -> TokenIssuer | None:
+    """The built-in token issuer an app serves (None when tokens come from an external issuer)."""
+    return _ISSUERS.get(app)

@@ -16,9 +16,10 @@ import socket
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -52,24 +53,55 @@ def verify(secret: str, header: str, body: bytes, tolerance_seconds: int = 300, 
 
 
 def is_private_address(host: str) -> bool:
+    """Whether ``host`` (a name or an address literal) is one this server must not call for a
+    partner: loopback, private, link-local, shared (100.64.0.0/10), documentation, benchmarking,
+    multicast, reserved or unspecified — anything not globally routable."""
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(".localhost")
-    return (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
-            or address.is_multicast or address.is_unspecified)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect for a callback: the address that was checked, and the name the request
+    must carry (Host header, TLS server name) so that the listener sees its own URL."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+async def checked_target(url: str) -> Target | None:
+    """Resolve the callback's host once and check every address; None when any is private or
+    special-use, or when the name does not resolve. The request then connects to the checked
+    address itself, so a second lookup (DNS rebinding) cannot send it elsewhere."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host or is_private_address(host):
+        return None
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or any(is_private_address(a) for a in addresses):
+        return None
+    address = addresses[0]
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return Target(pinned, {"Host": parts.netloc.rpartition("@")[2]}, extensions)
 
 
 async def resolves_privately(url: str) -> bool:
-    """Whether the callback's host is, or resolves to, a loopback, private or link-local address."""
-    host = urlsplit(url).hostname or ""
-    if is_private_address(host):
-        return True
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return any(is_private_address(str(info[4][0])) for info in infos)
+    """Whether a partner's callback must be refused: a private or special-use address, or a
+    host that does not resolve."""
+    return await checked_target(url) is None
 
 
 def own_base_urls(settings: Settings) -> tuple[str, ...]:
@@ -106,14 +138,21 @@ def is_own_url(url: str, settings: Settings) -> bool:
     return False
 
 
-async def may_call(url: str, settings: Settings) -> bool:
-    """The address guard for hub callbacks, at registration and before every delivery: a
-    callback to a loopback, private or link-local address is refused unless private callbacks
-    are allowed, or the callback is one of the suite's own services (its subscriptions must
-    work wherever the suite runs). The single place that decides whom this server calls."""
-    if settings.allow_private_callbacks or is_own_url(url, settings):
-        return True
-    return not await resolves_privately(url)
+async def may_call(url: str, settings: Settings, *, internal: bool = False) -> bool:
+    """The address guard for hub callbacks, at registration: a callback to a private or
+    special-use address, or to a host that does not resolve, is refused unless private
+    callbacks are allowed, or the subscription is the suite's own (``internal``: made by one of
+    its services) and the callback one of its own services (its subscriptions must work
+    wherever the suite runs)."""
+    return await delivery_target(url, settings, internal=internal) is not None
+
+
+async def delivery_target(url: str, settings: Settings, *, internal: bool = False) -> Target | None:
+    """Where a delivery to ``url`` connects, or None when the guard refuses it. The single place
+    that decides whom this server calls."""
+    if settings.allow_private_callbacks or (internal and is_own_url(url, settings)):
+        return Target(url, {}, {})
+    return await checked_target(url)
 
 
 class Dispatcher:
@@ -220,10 +259,13 @@ class Dispatcher:
             headers[SIGNATURE_HEADER] = sign(subscription["secret"], int(time.time()), body)
         status: int | None = None
         try:
-            if not await may_call(url, self.settings):
-                self._outcomes.append(Outcome(delivery["_id"], "dead", error="callback resolves to a private address"))
+            target = await delivery_target(url, self.settings, internal=bool(subscription.get("internal")))
+            if target is None:
+                refused = "callback resolves to a private or special-use address, or not at all"
+                self._outcomes.append(Outcome(delivery["_id"], "dead", error=refused))
                 return
-            response = await self.client.post(url, content=body, headers=headers)
+            response = await self.client.post(target.url, content=body, headers={**headers, **target.headers},
+                                              extensions=target.extensions)
             status = response.status_code
             if 200 <= status < 300:
                 self._outcomes.append(Outcome(delivery["_id"], "delivered", status=status))

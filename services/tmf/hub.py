@@ -11,12 +11,14 @@ from connexion import request
 from pymongo import ASCENDING, IndexModel
 from starlette.responses import Response
 
+from .authentication import call_of
+from .call import SERVICE_ROLE
 from .delivery import may_call
 from .errors import BadRequest, NotFound, TmfError
 from .events import EventFilter
+from .outbox import hears
 from .query import normalize_date_time
 from .resource import Handler, json_response, new_id
-from .scope import scope_of
 
 if TYPE_CHECKING:
     from .api import ApiContext
@@ -76,23 +78,28 @@ class HubApi:
         callback = check_callback(str(body.get("callback", "")))
         query = body.get("query") or None
         self.check_query(query)
-        if not await may_call(callback, self.context.settings):
-            raise BadRequest("callback points at a loopback or private address, which this server does not call")
-        scope = scope_of(request, self.context.settings)
+        call = call_of(request)
+        # Only the suite's own services may have the suite's own addresses called back.
+        internal = call.role == SERVICE_ROLE
+        if not await may_call(callback, self.context.settings, internal=internal):
+            raise BadRequest("callback points at a loopback, private or special-use address, or a host that does "
+                             "not resolve; this server calls only public addresses")
         store = self.context.store(HUB_COLLECTION)
-        existing = await store.find_one({"api": self.context.name, "callback": callback, "query": query}, scope)
+        existing = await store.find_one({"api": self.context.name, "callback": callback, "query": query}, call)
         if existing is not None:
             return json_response(self.present(existing), 200, {"Location": self.present(existing)["href"]})
         stored = {"id": new_id(), "api": self.context.name, "callback": callback, "query": query,
-                  "secret": body.get("secret"), "status": "active"}
-        await store.insert(stored, scope)
+                  "secret": body.get("secret"), "status": "active",
+                  # The operator's and the suite's subscriptions hear about every resource.
+                  "hearsAll": call.unrestricted, "internal": internal}
+        await store.insert(stored, call)
         presented = self.present(stored)
         return json_response(presented, 201, {"Location": presented["href"]})
 
     async def _find(self, hub_id: str) -> dict[str, Any]:
-        scope = scope_of(request, self.context.settings)
+        call = call_of(request)
         query = {"_id": hub_id, "api": self.context.name}
-        stored = await self.context.store(HUB_COLLECTION).find_one(query, scope)
+        stored = await self.context.store(HUB_COLLECTION).find_one(query, call)
         if stored is None:
             raise NotFound(f"no hub subscription with id '{hub_id}'")
         return stored
@@ -102,7 +109,7 @@ class HubApi:
 
     async def delete(self, id: str) -> Response:
         stored = await self._find(id)
-        await self.context.store(HUB_COLLECTION).delete(stored["id"], scope_of(request, self.context.settings))
+        await self.context.store(HUB_COLLECTION).delete(stored["id"], call_of(request))
         return Response(status_code=204)
 
     # -- extensions: delivery visibility and repair ------------------------------------------
@@ -157,7 +164,8 @@ class HubApi:
             payload_key = next(iter(event.get("event", {})), "")
             api = self.context.resource_apis.get(payload_key)
             event_filter = api and self.context.outbox.event_filter(stored.get("query"), payload_key, api.index)
-            if event_filter and event_filter.matches(event):
+            # A party's subscription is replayed only what that party may see.
+            if event_filter and event_filter.matches(event) and hears(stored, record.get("parties") or []):
                 matching.append(record)
         if stored.get("status") == "suspended":
             await self.context.events.reactivate(id)

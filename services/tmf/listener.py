@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
+from connexion import request
 from pymongo.errors import PyMongoError
 from starlette.responses import Response
 
 from . import outgoing
-from .errors import BadRequest
+from .delivery import SIGNATURE_HEADER, verify
+from .errors import BadRequest, Unauthorized
 from .events import now_text
 from .query import normalize_date_time
 from .resource import Handler
@@ -45,6 +47,8 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 # shorter range; the range is then halved until each part fits.
 REPLAY_TOO_LARGE = "shorter range"
 SHORTEST_WINDOW = timedelta(milliseconds=2)
+# How old a signed delivery may be: a captured one cannot be replayed later than this.
+SIGNATURE_TOLERANCE_SECONDS = 300
 
 
 class CatchUpError(Exception):
@@ -91,6 +95,7 @@ class ListenerApi:
         self.problem: str | None = None
         # eventId -> (lock, holders): a live and a replayed copy of one event may arrive at once.
         self._taking: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._secret: str | None = None
 
     @property
     def hub(self) -> str | None:
@@ -116,8 +121,20 @@ class ListenerApi:
                 "subscription": self.subscription, "status": status,
                 **({"problem": self.problem} if self.problem and not self.ready else {})}
 
+    async def _check_signature(self) -> None:
+        """Only the producer's hub, signing with this consumption's secret, may deliver here:
+        anyone else could post forged events to a public listener path."""
+        if self._secret is None:
+            self._secret = await self.context.events.consumer_secret(self.consumer)
+        secret = self._secret
+        header = request.headers.get(SIGNATURE_HEADER)
+        if not header or not verify(secret, header, await request.body(), SIGNATURE_TOLERANCE_SECONDS):
+            raise Unauthorized(f"listeners take only events signed by the producer's hub ({SIGNATURE_HEADER}, "
+                               f"within {SIGNATURE_TOLERANCE_SECONDS} s)", challenge='Signature realm="tmf-sqm"')
+
     def intake(self, event_type: str) -> Handler:
         async def receive(body: Any = None) -> Response:
+            await self._check_signature()
             if (not isinstance(body, dict) or not isinstance(body.get("eventId"), str) or not body["eventId"]
                     or not isinstance(body.get("event"), dict)):
                 raise BadRequest("the body must be a TMF event with an eventId and an event object")
@@ -171,7 +188,7 @@ class ListenerApi:
         if hub is None:
             return
         pause = RETRY_FIRST_SECONDS
-        async with outgoing.client(REQUEST_TIMEOUT_SECONDS) as client:
+        async with outgoing.client(REQUEST_TIMEOUT_SECONDS, auth=self.context.service_auth()) as client:
             while True:
                 try:
                     if self.subscription is None:
@@ -189,7 +206,8 @@ class ListenerApi:
                 pause = min(pause * 2, RETRY_MAX_SECONDS)
 
     async def _register(self, client: httpx.AsyncClient, hub: str) -> str:
-        body = {"callback": self.context.public_base, "query": self.consumption.query()}
+        secret = await self.context.events.consumer_secret(self.consumer)
+        body = {"callback": self.context.public_base, "query": self.consumption.query(), "secret": secret}
         response = await client.post(f"{hub}/hub", json=body)
         if response.status_code not in (200, 201):
             raise CatchUpError(f"subscription refused: {_answer(response)}")

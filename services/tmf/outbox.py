@@ -15,6 +15,15 @@ from .repository.events import EventStore
 from .spec import SchemaIndex
 
 
+def hears(subscription: dict[str, Any], parties: list[str] | set[str]) -> bool:
+    """Whether a subscription may hear about a resource these parties may see: the operator's
+    and the suite's own subscriptions hear everything, a party's only what that party may see."""
+    if subscription.get("hearsAll"):
+        return True
+    owner = subscription.get(META, {}).get("owner")
+    return owner is not None and owner in parties
+
+
 class Outbox:
     def __init__(self, api: str, store: EventStore, regex_max_length: int,
                  on_commit: Callable[[], None] | None = None, records: dict[str, str] | None = None) -> None:
@@ -40,26 +49,24 @@ class Outbox:
         return self._filters[key]
 
     async def record(self, session: AsyncClientSession, *, payload_key: str, index: SchemaIndex,
-                     resource_id: str, version: int, events: list[dict[str, Any]]) -> int:
-        """Store the events and their deliveries; returns how many deliveries there are."""
+                     resource_id: str, version: int, events: list[dict[str, Any]], parties: list[str]) -> int:
+        """Store the events and their deliveries; returns how many deliveries there are.
+        ``parties`` may see the resource: only their subscriptions (and the operator's and the
+        suite's own) hear about it."""
         subscriptions = await self.store.subscriptions(self.api, session)
         recipients = []
         for event in events:
             matching = []
-            parties = {p.get("id") for p in event["event"][payload_key].get("relatedParty") or []
-                       if isinstance(p, dict)}
             for subscription in subscriptions:
-                owner = subscription.get(META, {}).get("owner")
-                if owner is not None and owner not in parties:
-                    # A partner's subscription only hears about what that partner may see.
+                if not hears(subscription, parties):
                     continue
                 event_filter = self.event_filter(subscription.get("query"), payload_key, index)
                 if event_filter is not None and event_filter.matches(event):
                     matching.append(subscription["_id"])
             recipients.append(matching)
-        await self.store.record(self.api, resource_id, version, events, recipients, session)
+        await self.store.record(self.api, resource_id, version, events, recipients, session, parties)
         if payload_key in self.records:
-            await self.store.keep_records(self.records[payload_key], payload_key, events, session)
+            await self.store.keep_records(self.records[payload_key], payload_key, events, session, parties)
         return sum(len(r) for r in recipients)
 
     def committed(self) -> None:

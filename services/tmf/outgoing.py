@@ -14,6 +14,7 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def client(timeout: float) -> httpx.AsyncClient:
-    """An httpx client that verifies TLS with the system's trust store and follows no redirects."""
-    return httpx.AsyncClient(timeout=timeout, verify=_tls(), follow_redirects=False)
+def client(timeout: float, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+    """An httpx client that verifies TLS with the system's trust store and follows no redirects;
+    ``auth`` adds credentials to every request (the suite's services calling each other)."""
+    return httpx.AsyncClient(timeout=timeout, verify=_tls(), follow_redirects=False, auth=auth)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,13 +20,14 @@ from connexion import request
 from pymongo import IndexModel
 from starlette.responses import Response
 
-from .errors import JSON, BadRequest, ConcurrentChanges, NotFound, PreconditionFailed
+from .authentication import call_of
+from .call import Call
+from .errors import JSON, BadRequest, ConcurrentChanges, Forbidden, NotFound, PreconditionFailed
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
 from .patch import apply_patch, check_keys, fill_defaults, normalize_dates, patch_style
 from .query import ALWAYS_RETURNED, filter_plan, parse_fields, parse_query, projection
-from .repository import META, AccessScope, ResourceStore, public
+from .repository import EXTRA_PARTIES, META, ResourceStore, Visibility, public
 from .repository.events import in_transaction
-from .scope import scope_of
 from .spec import SchemaIndex
 
 if TYPE_CHECKING:
@@ -69,14 +70,14 @@ class ResourceRules:
     returns derived bookkeeping to store beside it (e.g. graph edges)."""
 
     async def on_create(self, api: ResourceApi, document: dict[str, Any],
-                        scope: AccessScope) -> dict[str, Any]:
+                        call: Call) -> dict[str, Any]:
         return {}
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
-                        scope: AccessScope, system: bool = False) -> dict[str, Any]:
+                        call: Call, system: bool = False) -> dict[str, Any]:
         return {}
 
-    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], scope: AccessScope) -> None:
+    async def on_delete(self, api: ResourceApi, stored: dict[str, Any], call: Call) -> None:
         return None
 
 
@@ -99,6 +100,11 @@ class ResourceType:
     # Task records (e.g. a problemGroup) are kept but announce nothing: the resources they
     # change do.
     emits_events: bool = True
+    # Which parties may see a resource of this type (the operator sees all).
+    visibility: Visibility = field(default_factory=Visibility)
+    # Whether parties other than the operator may create and change resources of this type
+    # (always only those they may see, and only so that they still see them afterwards).
+    party_writes: bool = True
 
     @property
     def event_name(self) -> str:
@@ -182,8 +188,10 @@ class ResourceApi:
             nonlocal deliveries
             stored, version, events = await body(session)
             if stored is not None and events and self.resource.emits_events:
+                parties = self.store.parties(stored, stored.get(META) or {})
                 deliveries = await outbox.record(session, payload_key=self.resource.name, index=self.index,
-                                                 resource_id=resource_id, version=version, events=events)
+                                                 resource_id=resource_id, version=version, events=events,
+                                                 parties=parties)
             return stored
 
         if session is not None:
@@ -209,7 +217,7 @@ class ResourceApi:
                             default_limit=self.settings.page_default_limit,
                             max_limit=self.settings.page_max_limit)
         plan = filter_plan(query.conditions, self.index, self.settings.regex_max_length)
-        scope = scope_of(request, self.settings)
+        call = call_of(request)
         selected = projection(query.fields)
         items: list[dict[str, Any]] = []
         if plan.text_matches:
@@ -218,16 +226,16 @@ class ResourceApi:
             if selected is not None:
                 selected = {**selected, **{path.split(".")[0]: 1 for path in plan.paths}}
             items, total = await self.store.find_scanned(
-                plan.query, scope, plan.matches, scan_limit=self.settings.regex_scan_limit,
+                plan.query, call, plan.matches, scan_limit=self.settings.regex_scan_limit,
                 fields=selected, sort=query.sort, skip=query.offset, limit=query.limit)
         else:
             if query.limit > 0:
-                items = await self.store.find(plan.query, scope, fields=selected,
+                items = await self.store.find(plan.query, call, fields=selected,
                                               sort=query.sort, skip=query.offset, limit=query.limit)
             # A first page shorter than the limit is the whole result: counting it again would
             # cost a second pass over the collection.
             short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
-            total = len(items) if short else await self.store.count(plan.query, scope)
+            total = len(items) if short else await self.store.count(plan.query, call)
         body = [self.present(item, query.fields) for item in items]
         complete = query.offset == 0 and len(body) == total
         return json_response(body, 200 if complete else 206,
@@ -240,30 +248,38 @@ class ResourceApi:
         given_read_only = sorted(k for k in body if k in self.index.read_only or k in {"id", "href"})
         if given_read_only:
             raise BadRequest(f"{', '.join(given_read_only)} are set by the server; leave them out")
-        stored = await self.insert(body, scope_of(request, self.settings))
+        call = call_of(request)
+        self.check_write(call)
+        stored = await self.insert(body, call)
         location = self.href(stored["id"])
         return json_response(self.present(stored), 201, {"Location": location, "ETag": etag(1)})
 
-    async def insert(self, body: dict[str, Any], scope: AccessScope, *, resource_id: str | None = None,
-                     session: Any = None, also: Sequence[tuple[str, list[str] | None]] = ()) -> dict[str, Any]:
+    async def insert(self, body: dict[str, Any], call: Call, *, resource_id: str | None = None,
+                     session: Any = None, also: Sequence[tuple[str, list[str] | None]] = (),
+                     parties: Iterable[str] = ()) -> dict[str, Any]:
         """Create a resource with its domain rules, validation and create event: for clients
         (through ``create``) and for resources the system itself makes. With ``session``, the
         write joins the caller's transaction (the caller then wakes the dispatcher). ``also``
-        names further events (kind, fieldPath) to announce with the creation."""
+        names further events (kind, fieldPath) to announce with the creation; ``parties`` are
+        parties that may see the resource besides those it names (kept across changes)."""
         document: dict[str, Any] = fill_defaults(normalize_dates(body, self.index.date_time_paths),
                                                  self.index.required_defaults)
         document["id"] = resource_id or new_id()
         document.setdefault("@type", self.resource.type_name)
 
         async def write() -> dict[str, Any]:
-            meta = await self.resource.rules.on_create(self, document, scope)
+            meta = await self.resource.rules.on_create(self, document, call)
+            extra = sorted({*parties, *meta.get(EXTRA_PARTIES, ())})
+            if extra:
+                meta[EXTRA_PARTIES] = extra
+            self.check_still_visible(call, document, {"owner": call.party_id, **meta})
             presented = self.present(document)
             self.check_valid(presented)
             created = [self.event(CREATE, presented), *(self.event(kind, presented, path) for kind, path in also)]
 
             async def insert(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
-                await self.store.insert(document, scope, session=session, **meta)
-                return document, 1, created
+                stored = await self.store.insert(document, call, session=session, **meta)
+                return stored, 1, created
 
             await self._commit(insert, document["id"], session)
             return document
@@ -271,27 +287,44 @@ class ResourceApi:
         stored: dict[str, Any] = await self._guarded(write)
         return stored
 
-    async def _load(self, resource_id: str, scope: AccessScope) -> dict[str, Any]:
+    def check_write(self, call: Call) -> None:
+        """Whether this caller may write resources of this type at all."""
+        if call.read_only:
+            raise Forbidden(f"a {call.role} may only read")
+        if not call.unrestricted and not self.resource.party_writes:
+            raise Forbidden(f"only the operator creates and changes {self.resource.type_name} resources")
+
+    def check_still_visible(self, call: Call, document: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """A party may only write a resource it remains a party to: it cannot create one for
+        others, nor hand its own to someone else."""
+        if call.unrestricted:
+            return
+        self.check_write(call)
+        if call.party_id not in self.store.parties(document, meta):
+            raise Forbidden(f"the {self.resource.type_name} must name your party ({call.party_id}) "
+                            "among its parties (e.g. relatedParty); you may only write what you are a party to")
+
+    async def _load(self, resource_id: str, call: Call) -> dict[str, Any]:
         # Any id a client sends is only compared for equality; one longer than any id we make
         # or accept cannot exist, and is not worth a query.
-        stored = await self.store.get(resource_id, scope) if len(resource_id) <= MAX_ID_LENGTH else None
+        stored = await self.store.get(resource_id, call) if len(resource_id) <= MAX_ID_LENGTH else None
         if stored is None:
             raise NotFound(f"no {self.resource.type_name} with id '{resource_id[:64]}'")
         return stored
 
     async def retrieve(self, id: str, fields: str | None = None) -> Response:
         selected = parse_fields(fields, self.index)
-        stored = await self._load(id, scope_of(request, self.settings))
+        stored = await self._load(id, call_of(request))
         return json_response(self.present(stored, selected), 200, {"ETag": etag(stored[META]["version"])})
 
     async def patch(self, id: str, body: Any = None) -> Response:
         style = patch_style(request.headers.get("content-type"))
         result = await self.modify(id, lambda before: apply_patch(style, before, body),
-                                   scope_of(request, self.settings), if_match=request.headers.get("if-match"))
+                                   call_of(request), if_match=request.headers.get("if-match"))
         return json_response(self.present(result), 200, {"ETag": etag(result[META]["version"])})
 
     async def modify(self, resource_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
-                     scope: AccessScope, *, if_match: str | None = None, session: Any = None,
+                     call: Call, *, if_match: str | None = None, session: Any = None,
                      system: bool = False) -> dict[str, Any]:
         """Apply ``change`` (the resource as clients see it -> the new resource) with optimistic
         concurrency: re-read and re-apply when someone else wrote first, never losing either
@@ -304,7 +337,7 @@ class ResourceApi:
                 if attempt:
                     ceiling = min(PATCH_BACKOFF_MAX_SECONDS, PATCH_BACKOFF_SECONDS * 2 ** attempt)
                     await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
-                stored = await self._load(resource_id, scope)
+                stored = await self._load(resource_id, call)
                 meta = stored[META]
                 if not matches_if_match(if_match, meta["version"]):
                     raise PreconditionFailed(
@@ -325,8 +358,9 @@ class ResourceApi:
                 changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))
                 if not changed:
                     return stored
-                derived = await self.resource.rules.on_update(self, public(stored), after, scope, system=system)
-                replace = self._replacement(after, {**meta, **derived}, changed, scope)
+                self.check_still_visible(call, after, meta)
+                derived = await self.resource.rules.on_update(self, public(stored), after, call, system=system)
+                replace = self._replacement(after, {**meta, **derived}, changed, call)
                 result: dict[str, Any] | None = await self._commit(replace, resource_id, session)
                 if result is not None:
                     return result
@@ -354,11 +388,11 @@ class ResourceApi:
         return result
 
     def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],
-                     scope: AccessScope) -> Callable[[Any], Any]:
+                     call: Call) -> Callable[[Any], Any]:
         """The transactional body of one PATCH attempt: the versioned replace and its events."""
 
         async def replace(session: Any) -> tuple[dict[str, Any] | None, int, list[dict[str, Any]]]:
-            replaced = await self.store.replace(after, scope, meta=meta, session=session)
+            replaced = await self.store.replace(after, call, meta=meta, session=session)
             if replaced is None:
                 return None, 0, []
             presented = self.present(replaced)
@@ -370,14 +404,16 @@ class ResourceApi:
         return replace
 
     async def delete(self, id: str) -> Response:
-        scope = scope_of(request, self.settings)
+        call = call_of(request)
+
+        self.check_write(call)
 
         async def remove() -> None:
-            stored = await self._load(id, scope)
-            await self.resource.rules.on_delete(self, public(stored), scope)
+            stored = await self._load(id, call)
+            await self.resource.rules.on_delete(self, public(stored), call)
 
             async def delete(session: Any) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
-                removed = await self.store.delete(id, scope, session=session)
+                removed = await self.store.delete(id, call, session=session)
                 if removed is None:
                     raise NotFound(f"no {self.resource.type_name} with id '{id[:64]}'")
                 return removed, removed[META]["version"] + 1, [self.event(DELETE, self.present(removed))]

@@ -81,9 +81,6 @@ class Settings:
     regex_scan_limit: int = 100_000
     graph_max_nodes: int = 50_000
     log_level: str = "INFO"
-    # Only a gateway that authenticates callers may set this: it makes the services believe
-    # the X-Party-Id / X-Party-Role headers.
-    trust_party_headers: bool = False
     # Event delivery to hub subscribers.
     allow_private_callbacks: bool = False
     delivery_max_attempts: int = 12
@@ -125,7 +122,6 @@ class Settings:
             regex_scan_limit=_int("SQM_REGEX_SCAN_LIMIT", cls.regex_scan_limit, 1),
             graph_max_nodes=_int("SQM_GRAPH_MAX_NODES", cls.graph_max_nodes, 10),
             log_level=os.environ.get("SQM_LOG_LEVEL", "INFO").upper(),
-            trust_party_headers=_bool("SQM_TRUST_PARTY_HEADERS", False),
             allow_private_callbacks=_bool("SQM_ALLOW_PRIVATE_CALLBACKS", False),
             delivery_max_attempts=_int("SQM_DELIVERY_MAX_ATTEMPTS", cls.delivery_max_attempts, 1),
             delivery_max_age_seconds=_int("SQM_DELIVERY_MAX_AGE_SECONDS", cls.delivery_max_age_seconds, 1),

@@ -62,7 +62,39 @@ def load_document(name: str, *, with_hub: bool = True) -> dict[str, Any]:
             raise ValueError(f"{name} redefines the shared hub paths {sorted(clash)} from {COMMON_DOCUMENT}")
         paths.update(copy.deepcopy(common.get("paths", {})))
     _relax_request_bodies(merged)
+    declare_security(merged, Path(name).stem)
     return merged
+
+
+TOKEN_URL = "/oauth2/token"  # noqa: S105 - a path, not a password
+_SAFE = {"get", "head", "options"}
+_OPERATIONS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+def declare_security(document: dict[str, Any], api_name: str) -> None:
+    """Every operation of ``api_name`` needs an OAuth2 bearer token with the API's read scope
+    (safe methods) or write scope; listeners take signed events instead of tokens. Declared the
+    same way for every API (the shared hub paths included), so that explorers and generated
+    clients know how to get a token. Enforcement is the authentication middleware's."""
+    read, write = f"{api_name}.read", f"{api_name}.write"
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["oauth2"] = {
+        "type": "oauth2",
+        "description": "Client credentials (RFC 6749 §4.4) from the suite's token endpoint, or from the "
+                       "operator's OIDC provider in production.",
+        "flows": {"clientCredentials": {"tokenUrl": TOKEN_URL, "scopes": {
+            read: f"read what your party may see in {api_name}",
+            write: f"create and change what your party may change in {api_name}"}}},
+    }
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method not in _OPERATIONS or not isinstance(operation, dict):
+                continue
+            if "/listener/" in path:
+                # Listeners authenticate the producer by the X-Sqm-Signature of each event.
+                operation["security"] = []
+            else:
+                operation["security"] = [{"oauth2": [read if method in _SAFE else write]}]
 
 
 def served_document(document: dict[str, Any], server_url: str) -> bytes:

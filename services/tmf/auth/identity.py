@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..call import OPERATOR_ROLE
 from ..errors import Forbidden
-from ..repository import OPERATOR_ROLE, AccessScope
 
 # The protection space named in every WWW-Authenticate challenge.
 REALM = "tmf-sqm"
@@ -76,10 +76,3 @@ class Caller:
             raise Forbidden(f"this operation needs the scope {scope}, which the token does not grant; "
                             "ask for it when requesting the token",
                             challenge=f'Bearer error="insufficient_scope", scope="{scope}"')
-
-    def access_scope(self) -> AccessScope:
-        """The repository scope this caller reads through; the suite's services see what the
-        operator sees."""
-        if self.role in (OPERATOR, SERVICE):
-            return AccessScope(self.party_id, OPERATOR)
-        return AccessScope(self.party_id, self.role)

@@ -1,7 +1,7 @@
 """The only module that talks to MongoDB.
 
-Every read and write takes an :class:`AccessScope`; :meth:`AccessScope.restrict` is the one
-place where party scoping is enforced.
+Every read and write takes the :class:`~services.tmf.call.Call`; :meth:`Visibility.restrict`
+is the one place where party scoping is enforced, on every read, list, count, patch and delete.
 """
 
 from __future__ import annotations
@@ -16,36 +16,48 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, ExecutionTimeout, OperationFailure
 
+from ..call import OPERATOR_ROLE as _OPERATOR_ROLE
+from ..call import Call
 from ..errors import Conflict, TmfError
+from ..query import values_at
 
 META = "_meta"
-OPERATOR_ROLE = "operator"
+OPERATOR_ROLE = _OPERATOR_ROLE
 
 
 @dataclass(frozen=True)
-class AccessScope:
-    """Who is asking. The operator sees everything; any other party sees the resources where
-    it is a related party or that it created."""
+class Visibility:
+    """Who may see a resource of one type, besides the operator and the suite itself: the
+    parties named at ``party_paths`` in the resource, the party that created it, and parties a
+    service names when it writes (the SLA's parties on a rebate, the parties of the services a
+    problem affects). They are kept in ``_meta.parties`` at every write, indexed, so a
+    visibility check is one indexed equality."""
 
-    party_id: str | None = None
-    role: str = OPERATOR_ROLE
+    party_paths: tuple[str, ...] = ("relatedParty.id",)
 
-    @property
-    def unrestricted(self) -> bool:
-        return self.role == OPERATOR_ROLE
+    def parties(self, document: Mapping[str, Any], owner: str | None, extra: Iterable[str] = ()) -> list[str]:
+        found = {p for p in extra if isinstance(p, str)}
+        if owner:
+            found.add(owner)
+        for path in self.party_paths:
+            found.update(v for v in values_at(document, path.split(".")) if isinstance(v, str))
+        return sorted(found)
 
-    def restrict(self, query: Mapping[str, Any]) -> dict[str, Any]:
-        if self.unrestricted:
+    @staticmethod
+    def restrict(query: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        if call.unrestricted:
             return dict(query)
-        if self.party_id is None:
+        if call.party_id is None:
             # A caller without a party sees nothing: null would match every document that
             # lacks the field.
             return {"_id": {"$in": []}}
-        visible = {"$or": [{"relatedParty.id": self.party_id}, {f"{META}.owner": self.party_id}]}
+        visible = {f"{META}.parties": call.party_id}
         return {"$and": [dict(query), visible]} if query else visible
 
 
-OPERATOR = AccessScope()
+# Subscriptions, task records, alarms: only the party that created them (and the operator).
+OWNER_ONLY = Visibility(())
+EXTRA_PARTIES = "extraParties"
 
 
 class QueryTooExpensive(TmfError):
@@ -67,33 +79,45 @@ def _public_projection(fields: Mapping[str, int] | None) -> dict[str, int]:
 class ResourceStore:
     """One collection of one resource type."""
 
-    def __init__(self, database: AsyncDatabase[dict[str, Any]], name: str, *, timeout_ms: int) -> None:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], name: str, *, timeout_ms: int,
+                 visibility: Visibility = OWNER_ONLY) -> None:
         self.collection = database[name]
         self.name = name
         self.timeout_ms = timeout_ms
+        self.visibility = visibility
+
+    def restrict(self, query: Mapping[str, Any], call: Call) -> dict[str, Any]:
+        return self.visibility.restrict(query, call)
+
+    def parties(self, document: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+        """Every party that may see ``document`` (stored with ``meta``)."""
+        return self.visibility.parties(document, meta.get("owner"), meta.get(EXTRA_PARTIES, ()))
 
     async def ensure_indexes(self, indexes: Iterable[IndexModel]) -> None:
-        models = [IndexModel([(f"{META}.owner", ASCENDING)]), *indexes]
+        models = [IndexModel([(f"{META}.parties", ASCENDING)]), *indexes]
         await self.collection.create_indexes(models)
 
-    async def insert(self, document: dict[str, Any], scope: AccessScope, *,
-                     session: AsyncClientSession | None = None, **meta: Any) -> None:
-        stored = {**document, "_id": document["id"], META: {"version": 1, "owner": scope.party_id, **meta}}
+    async def insert(self, document: dict[str, Any], call: Call, *,
+                     session: AsyncClientSession | None = None, **meta: Any) -> dict[str, Any]:
+        """Store a new resource; returns it as stored, bookkeeping included."""
+        meta = {"version": 1, "owner": call.party_id, **meta}
+        stored = {**document, "_id": document["id"], META: {**meta, "parties": self.parties(document, meta)}}
         try:
             await self.collection.insert_one(stored, session=session)
         except DuplicateKeyError:
             raise Conflict(f"{self.name} {document['id']} already exists") from None
+        return stored
 
-    async def get(self, resource_id: str, scope: AccessScope) -> dict[str, Any] | None:
+    async def get(self, resource_id: str, call: Call) -> dict[str, Any] | None:
         """The stored document with its bookkeeping (``_meta``), or None."""
-        return await self.collection.find_one(scope.restrict({"_id": resource_id}),
+        return await self.collection.find_one(self.restrict({"_id": resource_id}, call),
                                               max_time_ms=self.timeout_ms)
 
-    async def find(self, query: Mapping[str, Any], scope: AccessScope, *,
+    async def find(self, query: Mapping[str, Any], call: Call, *,
                    fields: Mapping[str, int] | None = None, sort: list[tuple[str, int]] | None = None,
                    skip: int = 0, limit: int = 0) -> list[dict[str, Any]]:
         cursor = self.collection.find(
-            scope.restrict(query), _public_projection(fields), skip=skip, limit=limit,
+            self.restrict(query, call), _public_projection(fields), skip=skip, limit=limit,
             sort=[*(sort or []), ("_id", ASCENDING)], max_time_ms=self.timeout_ms,
         )
         try:
@@ -101,7 +125,7 @@ class ResourceStore:
         except ExecutionTimeout:
             raise QueryTooExpensive("the query took too long; narrow the filter or page with limit") from None
 
-    async def find_scanned(self, query: Mapping[str, Any], scope: AccessScope,
+    async def find_scanned(self, query: Mapping[str, Any], call: Call,
                            keep: Callable[[Mapping[str, Any]], bool], *, scan_limit: int,
                            fields: Mapping[str, int] | None = None, sort: list[tuple[str, int]] | None = None,
                            skip: int, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -111,7 +135,7 @@ class ResourceStore:
         is :class:`QueryTooExpensive`, so a broad query is refused instead of stalling."""
         deadline = time.monotonic() + self.timeout_ms / 1000
         cursor = self.collection.find(
-            scope.restrict(query), _public_projection(fields),
+            self.restrict(query, call), _public_projection(fields),
             sort=[*(sort or []), ("_id", ASCENDING)], max_time_ms=self.timeout_ms,
         )
         page: list[dict[str, Any]] = []
@@ -137,14 +161,14 @@ class ResourceStore:
             await cursor.close()
         return page, total
 
-    async def find_internal(self, query: Mapping[str, Any], scope: AccessScope,
+    async def find_internal(self, query: Mapping[str, Any], call: Call,
                             fields: Mapping[str, int]) -> list[dict[str, Any]]:
         """Documents with the listed attributes, bookkeeping included (for derived data
         such as graph edges)."""
-        cursor = self.collection.find(scope.restrict(query), dict(fields), max_time_ms=self.timeout_ms)
+        cursor = self.collection.find(self.restrict(query, call), dict(fields), max_time_ms=self.timeout_ms)
         return await cursor.to_list()
 
-    async def find_in(self, field: str, values: Iterable[Any], scope: AccessScope, fields: Mapping[str, int],
+    async def find_in(self, field: str, values: Iterable[Any], call: Call, fields: Mapping[str, int],
                       extra: Mapping[str, Any] | None = None, chunk: int = 100) -> list[dict[str, Any]]:
         """Documents whose ``field`` holds any of ``values``, asked in chunks: a long ``$in``
         costs some servers (the embedded one among them) time that grows with its square."""
@@ -152,29 +176,30 @@ class ResourceStore:
         found: list[dict[str, Any]] = []
         for start in range(0, len(wanted), chunk):
             query = {field: {"$in": wanted[start:start + chunk]}, **(extra or {})}
-            found.extend(await self.find_internal(query, scope, fields))
+            found.extend(await self.find_internal(query, call, fields))
         if len(wanted) > chunk and field != "_id":
             # A document can match values from several chunks.
             unique = {d["_id"]: d for d in found}
             found = list(unique.values())
         return found
 
-    async def count(self, query: Mapping[str, Any], scope: AccessScope) -> int:
+    async def count(self, query: Mapping[str, Any], call: Call) -> int:
         try:
-            return await self.collection.count_documents(scope.restrict(query), maxTimeMS=self.timeout_ms)
+            return await self.collection.count_documents(self.restrict(query, call), maxTimeMS=self.timeout_ms)
         except ExecutionTimeout:
             raise QueryTooExpensive("the query took too long; narrow the filter") from None
         except OperationFailure as exc:
             raise QueryTooExpensive(f"the query cannot run: {exc.details and exc.details.get('errmsg')}") from None
 
-    async def replace(self, document: dict[str, Any], scope: AccessScope, *, meta: Mapping[str, Any],
+    async def replace(self, document: dict[str, Any], call: Call, *, meta: Mapping[str, Any],
                       session: AsyncClientSession | None = None) -> dict[str, Any] | None:
         """Replace the document if its version is still ``meta["version"]``; return the stored
         result, or None when somebody else changed it first."""
         version = meta["version"]
-        stored = {**document, "_id": document["id"], META: {**meta, "version": version + 1}}
+        stored = {**document, "_id": document["id"],
+                  META: {**meta, "version": version + 1, "parties": self.parties(document, meta)}}
         return await self.collection.find_one_and_replace(
-            scope.restrict({"_id": document["id"], f"{META}.version": version}), stored,
+            self.restrict({"_id": document["id"], f"{META}.version": version}, call), stored,
             return_document=ReturnDocument.AFTER, session=session,
         )
 
@@ -182,17 +207,17 @@ class ResourceStore:
         """Bookkeeping beside a resource that is not part of it (no new version, no event)."""
         await self.collection.update_one({"_id": resource_id}, {"$set": {f"{META}.{k}": v for k, v in values.items()}})
 
-    async def delete(self, resource_id: str, scope: AccessScope, *,
+    async def delete(self, resource_id: str, call: Call, *,
                      session: AsyncClientSession | None = None) -> dict[str, Any] | None:
-        return await self.collection.find_one_and_delete(scope.restrict({"_id": resource_id}), session=session)
+        return await self.collection.find_one_and_delete(self.restrict({"_id": resource_id}, call), session=session)
 
-    async def exists(self, ids: Iterable[str], scope: AccessScope) -> set[str]:
+    async def exists(self, ids: Iterable[str], call: Call) -> set[str]:
         wanted = list(set(ids))
         if not wanted:
             return set()
-        found = await self.collection.find(scope.restrict({"_id": {"$in": wanted}}), {"_id": 1}).to_list()
+        found = await self.collection.find(self.restrict({"_id": {"$in": wanted}}, call), {"_id": 1}).to_list()
         return {d["_id"] for d in found}
 
-    async def find_one(self, query: Mapping[str, Any], scope: AccessScope,
+    async def find_one(self, query: Mapping[str, Any], call: Call,
                        fields: Mapping[str, int] | None = None) -> dict[str, Any] | None:
-        return await self.collection.find_one(scope.restrict(query), fields, max_time_ms=self.timeout_ms)
+        return await self.collection.find_one(self.restrict(query, call), fields, max_time_ms=self.timeout_ms)

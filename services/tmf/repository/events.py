@@ -4,6 +4,7 @@ visibility operations need. Batches everywhere: no round trip per delivery."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -83,13 +84,13 @@ class EventStore:
         return await self.hub.find({"api": api, "status": {"$ne": "suspended"}}, session=session).to_list()
 
     async def record(self, api: str, resource_id: str, version: int, events: list[dict[str, Any]],
-                     recipients: list[list[str]], session: AsyncClientSession) -> None:
+                     recipients: list[list[str]], session: AsyncClientSession, parties: list[str]) -> None:
         """Store ``events`` (about one resource, in order) and a delivery per recipient."""
         now = utcnow()
         trace = telemetry.trace_fields()  # telemetry: the change's traceparent, kept with its events and deliveries
         await self.events.insert_many([
             {"_id": e["eventId"], "api": api, "eventType": e["eventType"], "resourceId": resource_id,
-             "eventTime": e["eventTime"], "seq": version * 10 + i, "event": e, **trace}
+             "eventTime": e["eventTime"], "seq": version * 10 + i, "parties": parties, "event": e, **trace}
             for i, e in enumerate(events)
         ], session=session)
         deliveries = [
@@ -101,7 +102,7 @@ class EventStore:
             await self.deliveries.insert_many(deliveries, session=session)
 
     async def keep_records(self, collection: str, payload_key: str, events: list[dict[str, Any]],
-                           session: AsyncClientSession) -> None:
+                           session: AsyncClientSession, parties: list[str]) -> None:
         """A readable record of each event, beside the resource it is about."""
         now = events[0]["eventTime"] if events else None
         await self.database[collection].insert_many([
@@ -109,7 +110,7 @@ class EventStore:
              "eventType": e["eventType"], "recordTime": now, "notification": e,
              payload_key: {**{k: v for k, v in e["event"][payload_key].items() if k in {"id", "href", "name"}},
                            "@referredType": e["event"][payload_key].get("@type")},
-             "_meta": {"version": 1, "owner": None}}
+             "_meta": {"version": 1, "owner": None, "parties": parties}}
             for e in events
         ], session=session)
 
@@ -251,6 +252,20 @@ class EventStore:
         """Remember that ``consumer`` took an event of ``event_time`` (normalised UTC text, whose
         order is time order); only the latest time is kept, whatever order events come in."""
         await self.consumers.update_one({"_id": consumer}, {"$max": {"lastEventTime": event_time}}, upsert=True)
+
+    async def consumer_secret(self, consumer: str) -> str:
+        """The secret ``consumer`` registers its subscriptions with and verifies deliveries by;
+        made once, kept across restarts (and shared by every process of the consumer)."""
+        fresh = secrets.token_urlsafe(32)
+        found = await self.consumers.find_one_and_update(
+            {"_id": consumer}, {"$setOnInsert": {"secret": fresh}}, upsert=True,
+            return_document=ReturnDocument.AFTER, projection={"secret": 1})
+        if found is None or not found.get("secret"):
+            # An older record without a secret: give it one.
+            await self.consumers.update_one({"_id": consumer, "secret": None}, {"$set": {"secret": fresh}})
+            found = await self.consumers.find_one({"_id": consumer}, {"secret": 1})
+        assert found is not None
+        return str(found["secret"])
 
     async def last_taken(self, consumer: str) -> str | None:
         """The time of the latest event ``consumer`` took, or None when it never took one."""
