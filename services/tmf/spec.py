@@ -103,6 +103,7 @@ def served_document(document: dict[str, Any], server_url: str) -> bytes:
     at the API's base path so that a generated client needs only the host."""
     return json.dumps({**document, "servers": [{"url": server_url}]}, ensure_ascii=False).encode("utf-8")
 INPUT_SUFFIX = "_Input"
+REQUEST_ONLY = ("_Create", "_Update")
 _SCHEMAS = "#/components/schemas/"
 _NOT_SCHEMAS = frozenset({"example", "examples", "default", "enum", "description"})
 
@@ -110,9 +111,11 @@ _NOT_SCHEMAS = frozenset({"example", "examples", "default", "enum", "description
 def _relax_request_bodies(document: dict[str, Any]) -> None:
     """A required attribute whose schema declares a ``default`` (the ``@referredType`` of a
     reference) is required in what the server returns, but requests may leave it out: the
-    server fills the default in. Request bodies therefore refer to ``<Name>_Input`` variants of
-    the schemas concerned, without those attributes in ``required``; responses keep the
-    schemas as written."""
+    server fills the default in. The create and update schemas (``<Type>_Create``,
+    ``<Type>_Update``), which only requests use, are relaxed where they stand, so that clients
+    generated from the document keep their names; the schemas they share with responses (the
+    references) get ``<Name>_Input`` variants without those attributes in ``required``, and
+    responses keep the schemas as written."""
     schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
     variants: dict[str, str | None] = {}
 
@@ -120,7 +123,10 @@ def _relax_request_bodies(document: dict[str, Any]) -> None:
         if name not in variants:
             variants[name] = None  # a schema that refers to itself keeps that reference as written
             relaxed, changed = relax(schemas[name])
-            if changed:
+            if changed and name.endswith(REQUEST_ONLY):
+                variants[name] = name
+                schemas[name] = relaxed
+            elif changed:
                 variants[name] = f"{name}{INPUT_SUFFIX}"
                 schemas[f"{name}{INPUT_SUFFIX}"] = relaxed
         return variants[name]
