@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 RUN /opt/sqm/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps))" \
     && /opt/sqm/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY services ./services
+COPY gateway ./gateway
 COPY openapi ./openapi
 # Runtime dependencies only: no [embedded] and no [test] extra.
 RUN /opt/sqm/bin/pip install --no-cache-dir --no-deps . \

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,9 @@ def test_the_build_context_holds_only_what_the_image_needs() -> None:
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert patterns[0] == "*", "everything is left out unless named"
     included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "services", "openapi"}
+    # The distribution's top-level packages (what `pip install .` builds from), and its metadata.
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert included == {"pyproject.toml", "README.md", *(p.split(".")[0] for p in packages)}
     copied = set()
     for stage in _stages((ROOT / "Dockerfile").read_text()):
         for line in stage:
