@@ -49,8 +49,13 @@ class ServiceRules(ResourceRules):
         dependents = await api.store.find_internal(
             {f"{META}.dependsOn": stored["id"]}, SYSTEM, {"id": 1})
         if dependents:
-            ids = ", ".join(sorted(d["id"] for d in dependents)[:5])
+            # Name only the dependents the caller may see; the others are counted, not shown.
+            visible = {d["id"] for d in await api.store.find_in("_id", [d["id"] for d in dependents], call,
+                                                                {"id": 1})}
+            hidden = len(dependents) - len(visible)
+            named = ", ".join(sorted(visible)[:5])
             raise Conflict(
-                f"services {ids} rest on this service; remove it from their supportingService "
-                "or serviceRelationship first"
+                f"{'services ' + named if named else 'other services'}"
+                f"{f' and {hidden} service(s) of other parties' if named and hidden else ''} rest on this service; "
+                "remove it from their supportingService or serviceRelationship first"
             )

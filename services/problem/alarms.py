@@ -13,14 +13,20 @@ from services.tmf.resource import ResourceApi, ResourceRules
 
 
 class AlarmRules(ResourceRules):
+    @staticmethod
+    async def check_supplier(api: ResourceApi, document: dict[str, Any], call: Call) -> None:
+        """A partner raises alarms only about what it supplies."""
+        if call.unrestricted:
+            return
+        target = document.get("alarmedObject") or {}
+        suppliers = Suppliers(api.context)
+        if str(target.get("@referredType", "")).lower() == "service":
+            await suppliers.check_services(call, {str(target.get("id", ""))})
+        else:
+            await suppliers.check_resource(call, str(target.get("id", "")))
+
     async def on_create(self, api: ResourceApi, document: dict[str, Any], call: Call) -> dict[str, Any]:
-        if not call.unrestricted:
-            target = document.get("alarmedObject") or {}
-            suppliers = Suppliers(api.context)
-            if str(target.get("@referredType", "")).lower() == "service":
-                await suppliers.check_services(call, {str(target.get("id", ""))})
-            else:
-                await suppliers.check_resource(call, str(target.get("id", "")))
+        await self.check_supplier(api, document, call)
         document.setdefault("alarmReportingTime", now_text())
         if document.get("state") == "cleared":
             document.setdefault("alarmClearedTime", document["alarmReportingTime"])
@@ -28,6 +34,8 @@ class AlarmRules(ResourceRules):
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
                         call: Call, system: bool = False) -> dict[str, Any]:
+        if after.get("alarmedObject") != before.get("alarmedObject"):
+            await self.check_supplier(api, after, call)
         now = now_text()
         after["alarmChangedTime"] = now
         if after.get("state") == "cleared" and before.get("state") != "cleared":

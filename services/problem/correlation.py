@@ -122,6 +122,10 @@ class Correlator:
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
+    def trusted_owners(self) -> list[str | None]:
+        return [None, self.context.settings.operator_party_id]
+
+    @property
     def problems(self) -> ResourceApi:
         return self.context.resource_apis["serviceProblem"]
 
@@ -175,7 +179,10 @@ class Correlator:
             await self.group_related(problem["id"], kind, element_id, impacted)
 
     async def open_problem(self, key: str) -> dict[str, Any] | None:
-        return await self.problems.store.find_one({f"{META}.openRoot": key}, SYSTEM)
+        # Only problems the suite or the operator opened take alarms: a problem a partner filed
+        # about someone else's element must not collect that party's alarms.
+        return await self.problems.store.find_one(
+            {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners}}, SYSTEM)
 
     async def reopen_recent(self, key: str) -> dict[str, Any] | None:
         """A raise soon after the clear that resolved a problem reopens that problem."""

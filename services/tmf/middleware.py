@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import JSON, error_bytes
 
 log = structlog.get_logger("tmf.access")
+RAW_BODY = "raw_body"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would accept a trailing newline
 
 
@@ -189,6 +190,8 @@ class BodyLimitMiddleware:
             await _send_error(send, 400, "Bad request", problem)
             return
         delivered = False
+        # The exact bytes, for what must verify a signature over them (listeners).
+        scope.setdefault("state", {})[RAW_BODY] = body
 
         async def replay() -> Message:
             nonlocal delivered

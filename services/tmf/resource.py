@@ -295,12 +295,16 @@ class ResourceApi:
             raise Forbidden(f"only the operator creates and changes {self.resource.type_name} resources")
 
     def check_still_visible(self, call: Call, document: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        """A party may only write a resource it remains a party to: it cannot create one for
-        others, nor hand its own to someone else."""
+        """A party may only write a resource it remains named in: it cannot create one for
+        others, nor hand its own to someone else. (Having created it is not enough where the
+        resource names its parties; where it names none, the creator is its only party.)"""
         if call.unrestricted:
             return
         self.check_write(call)
-        if call.party_id not in self.store.parties(document, meta):
+        visibility = self.resource.visibility
+        if not visibility.party_paths:
+            return
+        if call.party_id not in visibility.parties(document, None, meta.get(EXTRA_PARTIES, ())):
             raise Forbidden(f"the {self.resource.type_name} must name your party ({call.party_id}) "
                             "among its parties (e.g. relatedParty); you may only write what you are a party to")
 
@@ -355,10 +359,11 @@ class ResourceApi:
                                      self.index.required_defaults)
                 self.check_valid(after)
                 after.pop("href", None)
+                if not system:
+                    self.check_still_visible(call, after, meta)
                 changed = sorted(k for k in {*before, *after} if k != "href" and before.get(k) != after.get(k))
                 if not changed:
                     return stored
-                self.check_still_visible(call, after, meta)
                 derived = await self.resource.rules.on_update(self, public(stored), after, call, system=system)
                 replace = self._replacement(after, {**meta, **derived}, changed, call)
                 result: dict[str, Any] | None = await self._commit(replace, resource_id, session)
