@@ -14,6 +14,7 @@ from services.tmf.embedded import free_port
 from services.tmf.repository import ResourceStore
 from services.tmf.resource import PATCH_ATTEMPTS, KeyedLocks
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer
 from tests.support.server import serve
 
 SLA_API = "/tmf-api/slaManagement/v4"
@@ -22,6 +23,8 @@ PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
 WRITERS = 20
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
+# The operator's Authorization header, once the served suite has made its signing key.
+AUTH: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +35,24 @@ def base(mongo_uri) -> Iterator[str]:
     # path the concurrent writers must get through.
     settings = make_settings(mongo_uri, public_url=url, inventory_url=f"{url}{INVENTORY}")
     with serve(create_app(settings), port):
+        AUTH.update(bearer(settings))
         yield url
 
 
+def _post(url: str, **options) -> httpx.Response:
+    return httpx.post(url, **{**options, "headers": {**AUTH, **options.get("headers", {})}})
+
+
+def _get(url: str, **options) -> httpx.Response:
+    return httpx.get(url, **{**options, "headers": {**AUTH, **options.get("headers", {})}})
+
+
+def _patch(url: str, **options) -> httpx.Response:
+    return httpx.patch(url, **{**options, "headers": {**AUTH, **options.get("headers", {})}})
+
+
 def create(base: str, path: str, body: dict) -> dict:
-    response = httpx.post(f"{base}{path}", json=body, timeout=30)
+    response = _post(f"{base}{path}", json=body, timeout=30)
     assert response.status_code == 201, response.text
     created: dict = response.json()
     return created
@@ -72,7 +88,7 @@ CASES = {
 
 
 async def patch_concurrently(url: str, attribute: str, item, merged: dict) -> list[httpx.Response]:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
         appends = [client.patch(url, json=[{"op": "add", "path": f"/{attribute}/-", "value": item(i)}],
                                 headers=JSON_PATCH) for i in range(WRITERS - len(merged))]
         merges = [client.patch(url, json={name: value}, headers=MERGE_PATCH) for name, value in merged.items()]
@@ -86,7 +102,7 @@ def test_concurrent_patches_without_if_match_all_succeed_and_none_is_lost(base, 
     url = f"{base}{path}/{resource['id']}"
     responses = asyncio.run(patch_concurrently(url, attribute, item, merged))
     assert [r.status_code for r in responses] == [200] * WRITERS, [r.text for r in responses if r.status_code != 200]
-    final = httpx.get(url, timeout=30)
+    final = _get(url, timeout=30)
     body = final.json()
     appended = WRITERS - len(merged)
     # The server may give appended items attributes of its own (e.g. an id): compare what was sent.
@@ -100,12 +116,12 @@ def test_concurrent_patches_without_if_match_all_succeed_and_none_is_lost(base, 
 def test_a_stale_if_match_is_still_refused(base):
     resource = service(base)
     url = f"{base}{INVENTORY}/service/{resource['id']}"
-    first = httpx.patch(url, json={"description": "one"}, headers={**MERGE_PATCH, "if-match": '"1"'}, timeout=30)
+    first = _patch(url, json={"description": "one"}, headers={**MERGE_PATCH, "if-match": '"1"'}, timeout=30)
     assert first.status_code == 200, first.text
-    stale = httpx.patch(url, json={"description": "two"}, headers={**MERGE_PATCH, "if-match": '"1"'}, timeout=30)
+    stale = _patch(url, json={"description": "two"}, headers={**MERGE_PATCH, "if-match": '"1"'}, timeout=30)
     assert stale.status_code == 412, stale.text
     assert stale.json()["status"] == "412"
-    assert httpx.get(url, timeout=30).json()["description"] == "one"
+    assert _get(url, timeout=30).json()["description"] == "one"
 
 
 def test_a_change_that_keeps_losing_to_another_process_is_a_409_with_retry_after(client, monkeypatch):

@@ -21,6 +21,7 @@ from services.app import APIS, create_app
 from services.tmf import telemetry
 from services.tmf.embedded import free_port
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer
 from tests.support.listener import Listener
 from tests.support.server import serve
 
@@ -49,16 +50,18 @@ def running_suite(mongo_uri: str, **overrides: Any) -> Iterator[httpx.Client]:
                              alarm_hub_url=f"{base}{ALARMS}", sla_hub_url=f"{base}{SLA_API}",
                              delivery_poll_seconds=0.05, **overrides)
     with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
+        client.headers.update(bearer(settings))
         assert eventually(lambda: all(s["subscription"] for s in client.get("/health").json()["subscriptions"]))
         yield client
 
 
 @contextmanager
-def gateway_in_front_of(suite_url: str) -> Iterator[httpx.Client]:
+def gateway_in_front_of(suite_url: str, headers: Any) -> Iterator[httpx.Client]:
     port = free_port()
     settings = GatewaySettings(public_url=f"http://127.0.0.1:{port}",
                                upstreams={api.name: suite_url for api in APIS})
-    with serve(create_gateway(settings, suite_apis()), port) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve(create_gateway(settings, suite_apis()), port) as url, \
+            httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         yield client
 
 
@@ -108,7 +111,7 @@ def _ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[Reada
 
 def test_one_trace_follows_an_alarm_from_the_gateway_to_the_problem(mongo_uri: str,
                                                                       spans: InMemorySpanExporter) -> None:
-    with running_suite(mongo_uri) as suite, gateway_in_front_of(str(suite.base_url)) as gateway:
+    with running_suite(mongo_uri) as suite, gateway_in_front_of(str(suite.base_url), suite.headers) as gateway:
         inventory_with_link(suite)
         spans.clear()
         posted = gateway.post(f"{ALARMS}/alarm", json=ALARM)
@@ -295,7 +298,7 @@ def test_sla_evaluations_are_counted_and_timed(mongo_uri: str) -> None:
 
 
 def test_the_gateway_has_its_own_metrics(mongo_uri: str) -> None:
-    with running_suite(mongo_uri) as suite, gateway_in_front_of(str(suite.base_url)) as gateway:
+    with running_suite(mongo_uri) as suite, gateway_in_front_of(str(suite.base_url), suite.headers) as gateway:
         before = scrape(gateway)
         for _ in range(2):
             assert gateway.get(f"{INVENTORY}/service").status_code == 200
