@@ -81,6 +81,15 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
+RAW_BODY = "raw_body"
+
+
+def raw_body(scope: Scope) -> bytes | None:
+    """The request body exactly as received, once :class:`BodyLimitMiddleware` has read it."""
+    body = scope.get("state", {}).get(RAW_BODY)
+    return body if isinstance(body, bytes) else None
+
+
 class BodyLimitMiddleware:
     """Refuses bodies over ``max_bytes`` (413), bodies that are not UTF-8, and JSON nested
     deeper than ``max_depth`` (400), before anything parses them."""
@@ -123,6 +132,9 @@ class BodyLimitMiddleware:
             await _send_error(send, 400, "Bad request",
                               f"the JSON body nests deeper than {self.max_depth} levels")
             return
+        # Kept for whoever needs the exact bytes after the body has been parsed (a listener checks
+        # the producer's signature over them): the stream itself can be read only once.
+        scope.setdefault("state", {})[RAW_BODY] = body
         delivered = False
 
         async def replay() -> Message:
