@@ -18,6 +18,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.tmf import metrics, telemetry
+from services.tmf.auth.identity import SERVICE
+from services.tmf.auth.issuer import TokenIssuer
+from services.tmf.auth.validator import TokenValidator
+from services.tmf.errors import TmfError
 
 from . import telemetry as gateway_telemetry
 from .portal import ApiEntry, catalogue, docs_page
@@ -40,6 +44,22 @@ class Identity:
 
 
 Identify = Callable[[str | None], Awaitable[Identity | None]]
+
+
+def identify_with(validator: TokenValidator) -> Identify:
+    """Who a bearer token names, checked with ``validator``; None for a missing or bad token
+    (the service behind answers that call with its own 401)."""
+
+    async def identify(authorization: str | None) -> Identity | None:
+        if not authorization:
+            return None
+        try:
+            caller = await validator.authenticate(authorization)
+        except TmfError:
+            return None
+        return Identity(caller.client_id, caller.party_id, caller.role)
+
+    return identify
 # Probes and the token endpoint's metadata are never limited; the token endpoint itself is, by address.
 UNLIMITED = ("/health", "/.well-known/", "/oauth2/jwks")
 
@@ -52,10 +72,13 @@ class Gateway:
     """The routing core: ``/tmf-api/...`` to an upstream, the rest to the gateway's own routes."""
 
     def __init__(self, settings: GatewaySettings, apis: Sequence[ApiEntry], own: ASGIApp,
-                 rate_limit_store: tuple[str, str] | None, identify: Identify, local_app: ASGIApp | None) -> None:
+                 rate_limit_store: tuple[str, str] | None, identify: Identify, local_app: ASGIApp | None,
+                 issuer: tuple[TokenIssuer, str, str] | None = None) -> None:
         self.settings = settings
         self.own = own
         self.rate_limit_store = rate_limit_store
+        self.issuer = issuer
+        self._issuer_mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self.limits: RateLimits | None = None
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self.identify = identify
@@ -78,11 +101,17 @@ class Gateway:
             uri, database = self.rate_limit_store
             self._mongo = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
             self.limits = RateLimits(MongoWindowStorage(self._mongo[database]))
+        if self.issuer is not None:
+            issuer, uri, database = self.issuer
+            self._issuer_mongo = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+            issuer.connect(self._issuer_mongo[database])
+            await issuer.start()
 
     async def shutdown(self) -> None:
         await self.client.aclose()
-        if self._mongo is not None:
-            await self._mongo.close()
+        for client in (self._mongo, self._issuer_mongo):
+            if client is not None:
+                await client.close()
 
     async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The gateway's own start and stop around the suite's (all-in-one) or alone."""
@@ -114,7 +143,10 @@ class Gateway:
         request = Request(scope, receive)
         path: str = scope["path"]
         identity = await self.identify(request.headers.get("authorization"))
-        if self.limits is not None and not path.startswith(UNLIMITED):
+        # The suite's own services (calling each other, or delivering events to each other's
+        # listeners through the gateway) are not limited: their pace is the partners' traffic.
+        limited = identity is None or identity.role != SERVICE
+        if self.limits is not None and limited and not path.startswith(UNLIMITED):
             if identity is not None:
                 verdict = await self.limits.hit(self.settings.rate_limit, f"client:{identity.client_id}")
             else:
@@ -156,7 +188,7 @@ class Gateway:
         await self.own(scope, receive, send)
 
     def _audit(self, identity: Identity | None, request: Request, status: int) -> None:
-        if identity is None or identity.role == "service":
+        if identity is None or identity.role == SERVICE:
             return
         audit.info("call", client=identity.client_id, party=identity.party_id, role=identity.role,
                    operation=f"{request.method} {request.url.path}", status=status)
@@ -164,11 +196,13 @@ class Gateway:
 
 def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
                    rate_limit_store: tuple[str, str] | None = None, identify: Identify | None = None,
-                   local_app: ASGIApp | None = None, extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+                   local_app: ASGIApp | None = None, extra_routes: Sequence[BaseRoute] = (),
+                   issuer: tuple[TokenIssuer, str, str] | None = None) -> ASGIApp:
     """The public entry point. With ``local_app`` (the all-in-one ``sqm serve``) TMF paths go to
     that app in this process; otherwise to ``settings.upstreams`` over HTTP. ``rate_limit_store``
     is the (MongoDB URI, database) where replicas share their rate-limit counters; without it
-    nothing is limited."""
+    nothing is limited. ``issuer`` is a built-in token issuer the gateway hosts, with the
+    (MongoDB URI, database) of its clients and keys: its endpoints are served at the root."""
     gateway: Gateway
     telemetry.setup("tmf-sqm-gateway")  # telemetry: tracing on if OTEL_* asks
 
@@ -186,7 +220,8 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
             return JSONResponse({"status": "down", "rateLimitStorage": "down"}, status_code=503)
         return JSONResponse({"status": "up", "upstreams": dict(settings.upstreams)})
 
-    own_routes: list[BaseRoute] = [Route("/", index), Route("/docs", docs), *extra_routes]
+    own_routes: list[BaseRoute] = [Route("/", index), Route("/docs", docs), *extra_routes,
+                                   *(issuer[0].routes() if issuer is not None else ())]
     if local_app is None:
         own_routes += [Route("/health/live", live), Route("/health/ready", ready), Route("/health", ready)]
         own_routes.append(Route("/metrics", metrics.endpoint()))  # telemetry (all-in-one: the suite's /metrics)
@@ -197,7 +232,7 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
     if local_app is not None:
         # Paths the gateway does not own (health, listeners, ...) belong to the suite's app.
         fallback = _Fallthrough(own_routes, own, local_app)
-    gateway = Gateway(settings, apis, fallback, rate_limit_store, identify or _nobody, local_app)
+    gateway = Gateway(settings, apis, fallback, rate_limit_store, identify or _nobody, local_app, issuer)
     own_paths = {route.path for route in own_routes if isinstance(route, Route)}
     if not settings.cors_origins:
         return gateway_telemetry.instrument(gateway, gateway, own_paths)  # telemetry

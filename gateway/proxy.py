@@ -21,6 +21,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"p
                         b"trailer", b"transfer-encoding", b"upgrade", b"host"})
 # Bodies we rewrite are read whole; anything larger than this is streamed untouched.
 MAX_REWRITTEN_BYTES = 16 * 1024 * 1024
+MAX_BUFFERED_BYTES = 1024 * 1024
 
 
 def tmf_error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -65,8 +66,13 @@ class Upstream:
 
     async def forward(self, request: Request) -> Response:
         target = self.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        declared = request.headers.get("content-length", "")
+        # A body of known, bounded size goes in one piece, as a direct call sends it; larger or
+        # chunked ones are streamed through.
+        content = (await request.body() if declared.isdigit() and int(declared) <= MAX_BUFFERED_BYTES
+                   else request.stream())
         outgoing = self.client.build_request(request.method, target, headers=_forwarded_headers(request),
-                                             content=request.stream())
+                                             content=content)
         try:
             upstream = await self.client.send(outgoing, stream=True)
         except httpx.TimeoutException:

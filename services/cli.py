@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ import uvicorn  # noqa: E402
 from pymongo import MongoClient, uri_parser  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
+from gateway.wiring import in_process, standalone  # noqa: E402
 from services import clients  # noqa: E402
-from services.app import create_app  # noqa: E402
-from services.tmf.api import is_ready  # noqa: E402
+from services.app import API_NAMES, create_app, select  # noqa: E402
+from services.tmf.api import is_ready, issuer_of  # noqa: E402
 from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError  # noqa: E402
 from services.tmf.logging import configure_logging  # noqa: E402
 from services.tmf.settings import Settings, SettingsError  # noqa: E402
@@ -179,17 +181,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
+async def _serve(server: uvicorn.Server, host: str, port: int, ready: Callable[[], Awaitable[bool]],
+                 what: str = "tmf-sqm") -> None:
     async def announce() -> None:
         # Ready means what GET /health/ready means: serving, and every service subscribed to the
         # hubs it listens to (over HTTP, to this very process once it serves), so that nothing a
         # client sends after this line goes unheard. A producer that cannot be reached holds the
         # line back; the log says which, and /health/ready answers what is missing.
-        while not (server.started and await is_ready(server.config.app)):
+        while not (server.started and await ready()):
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        print(f"tmf-sqm ready on http://{host}:{port}", flush=True)
+        print(f"{what} ready on http://{host}:{port}", flush=True)
 
     watcher = asyncio.create_task(announce())
     try:
@@ -208,10 +211,15 @@ def serve(args: argparse.Namespace) -> int:
     lock: DataDirLock | None = None
     _stop_cleanly_on_sigterm()
     try:
+        try:
+            declarations = select(args.api)
+        except ValueError as exc:
+            raise StartupError(f"--api: {exc}") from None
         os.environ.setdefault("SQM_PUBLIC_URL", f"http://{host}:{port}")
-        # All services run in this process and cooperate through their public APIs: the SLA
-        # service checks covered services against this inventory, and the problem service
-        # subscribes to this process's alarm and SLA hubs.
+        # The services cooperate through their public APIs, at the public URL: under the
+        # all-in-one server that is this process (the SLA service checks covered services in this
+        # inventory, the problem service subscribes to this process's alarm and SLA hubs); with
+        # one process per API it is the gateway, which routes each call to the process serving it.
         public = os.environ["SQM_PUBLIC_URL"]
         os.environ.setdefault("SQM_INVENTORY_URL", f"{public}/tmf-api/serviceInventory/v4")
         os.environ.setdefault("SQM_ALARM_HUB_URL", f"{public}/tmf-api/alarmManagement/v4")
@@ -222,9 +230,16 @@ def serve(args: argparse.Namespace) -> int:
             structlog.get_logger("sqm").warning(
                 "unsafe_skip_fsync", detail="writes are acknowledged before they reach the disk: a crash "
                 "or power cut can lose changes already answered 2xx, and their events")
+        running = None if uri or not args.api else clients.running_suite_database(data_dir)
         if uri:
             _check_port(host, port)
             _check_database(uri, uri_source)
+        elif running is not None:
+            # One process per API on one machine: the first one started the embedded database
+            # of this data dir, and the others use it.
+            _check_port(host, port)
+            uri = running
+            os.environ.setdefault("SQM_ALLOW_PRIVATE_CALLBACKS", "true")
         else:
             # Before anything else touches the data dir: a second server must leave it alone.
             _check_data_dir(data_dir)
@@ -237,11 +252,15 @@ def serve(args: argparse.Namespace) -> int:
                                         sync_on_commit=not settings.unsafe_skip_fsync, hold=[lock.fd])
             uri = embedded.start()
             lock.announce(uri)
-        app = create_app(Settings.from_env(mongodb_uri=uri, **overrides))
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
+        settings = Settings.from_env(mongodb_uri=uri, **overrides)
+        app = create_app(settings, apis=[d.name for d in declarations])
+        # Without --api, the gateway runs in this process in front of every API.
+        front = app if args.api else in_process(app, issuer_of(app), settings.public_url,
+                                                  (settings.mongodb_uri, settings.database))
+        config = uvicorn.Config(front, host=host, port=port, log_config=None, log_level="warning",
                                 lifespan="on", server_header=False)
         server = uvicorn.Server(config)
-        asyncio.run(_serve(server, host, port))
+        asyncio.run(_serve(server, host, port, lambda: is_ready(app)))
         return 0 if server.started else 1
     except (StartupError, SettingsError, EmbeddedDatabaseError) as exc:
         print(f"sqm: {exc}", file=sys.stderr)
@@ -255,6 +274,41 @@ def serve(args: argparse.Namespace) -> int:
         finally:
             if lock is not None:
                 lock.release()
+
+
+def gateway(args: argparse.Namespace) -> int:
+    host, port = args.host, args.port
+    _stop_cleanly_on_sigterm()
+    try:
+        uri = args.mongodb_uri or os.environ.get("SQM_MONGODB_URI", "")
+        source = "--mongodb-uri" if args.mongodb_uri else "SQM_MONGODB_URI"
+        if not uri:
+            data_dir = Path(args.data_dir).resolve()
+            uri = clients.running_suite_database(data_dir) or ""
+            source = f"the database announced in {data_dir / clients.SERVE_FILE}"
+            if not uri:
+                raise StartupError(f"no database: give --mongodb-uri (or SQM_MONGODB_URI), or start sqm serve "
+                                   f"--api ... --data-dir {data_dir} first, whose embedded database the gateway "
+                                   "then uses")
+        public = os.environ.get("SQM_PUBLIC_URL", f"http://{host}:{port}").rstrip("/")
+        configure_logging(os.environ.get("SQM_LOG_LEVEL", "INFO").upper())
+        _check_port(host, port)
+        _check_database(uri, source)
+        app = standalone((uri, os.environ.get("SQM_DATABASE", "sqm")), public)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
+                                lifespan="on", server_header=False)
+        server = uvicorn.Server(config)
+
+        async def started() -> bool:
+            return True
+
+        asyncio.run(_serve(server, host, port, started, "tmf-sqm gateway"))
+        return 0 if server.started else 1
+    except (StartupError, SettingsError) as exc:
+        print(f"sqm: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, _Terminated):
+        return 0
 
 
 # What ``serve`` puts in place of a variable that is not set, where that differs from the
@@ -300,6 +354,19 @@ It prints "tmf-sqm ready on http://HOST:PORT" once it serves, and stops cleanly 
 SIGTERM. Bad configuration ends with one "sqm: ..." line and exit code 2."""
 
 
+GATEWAY_DESCRIPTION = """\
+The single public entry point in front of one sqm serve --api process per API: routes each
+TMF base path to the process of SQM_GATEWAY_UPSTREAMS that serves it
+(serviceInventory=http://HOST:PORT,...), limits rates per client (SQM_GATEWAY_RATE_LIMIT,
+SQM_GATEWAY_ANONYMOUS_RATE_LIMIT, counters shared by replicas in MongoDB), applies the CORS
+policy (SQM_GATEWAY_CORS_ORIGINS), serves the API catalogue at / and the docs at /docs, and
+writes an audit line per partner call. Unless SQM_OAUTH_ISSUER names another issuer, it is
+the token issuer (/oauth2/token, /oauth2/jwks, metadata) at SQM_PUBLIC_URL, with its clients
+(sqm client add) and keys in the same database; the API processes then run with
+SQM_OAUTH_ISSUER set to the gateway's public URL. It prints "tmf-sqm gateway ready on
+http://HOST:PORT" once it serves."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sqm", description="tmf-sqm: TM Forum service quality management")
     parser.add_argument("--version", action="version", version=f"sqm {_version()}")
@@ -311,13 +378,28 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", default="./.sqm", help="where the embedded database keeps its data (default ./.sqm)")
     run.add_argument("--mongodb-uri", default=None,
                      help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    run.add_argument("--api", action="append", choices=API_NAMES, metavar="NAME",
+                     help="serve only this API, with its hub and event delivery (repeatable; default: every API, "
+                          f"with the gateway in front): {', '.join(API_NAMES)}")
     run.add_argument("--unsafe-skip-fsync", action="store_true",
                      help="acknowledge writes before they reach the disk: faster, but a crash or power cut can "
                           "lose changes already answered 2xx, and their events (or set SQM_UNSAFE_SKIP_FSYNC=true)")
+    door = commands.add_parser("gateway", help="the public entry point in front of one process per API",
+                               description=GATEWAY_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    door.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    door.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    door.add_argument("--mongodb-uri", default=None,
+                      help="the suite's MongoDB, for rate-limit counters and the token issuer's clients and keys "
+                           "(or set SQM_MONGODB_URI)")
+    door.add_argument("--data-dir", default="./.sqm",
+                      help="without --mongodb-uri: use the embedded database a sqm serve --api started in this "
+                           "data dir (default ./.sqm)")
     clients.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "client":
         return clients.run(args)
+    if args.command == "gateway":
+        return gateway(args)
     return serve(args)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConfigurationError, PyMongoError
 
-from services.tmf.auth import CLIENT_ROLES, SCOPES, AuthSettings, TokenIssuer
+from services.tmf.auth import ROLES, SCOPES, AuthSettings, TokenIssuer
 from services.tmf.auth.issuer import check_client
 from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError
 from services.tmf.errors import Conflict
@@ -46,7 +46,9 @@ def add_parser(commands: Any) -> None:
                              help="register a client and print its id and secret (the secret is shown only once)")
     add.add_argument("name", help="a unique name for the client")
     add.add_argument("--party", required=True, help="the party the client acts for")
-    add.add_argument("--role", required=True, choices=CLIENT_ROLES, help="the party's role")
+    add.add_argument("--role", required=True, choices=ROLES,
+                     help="the party's role; service is the identity of one of the suite's own processes "
+                          "when it runs on its own (sqm serve --api), for SQM_CLIENT_ID and SQM_CLIENT_SECRET")
     add.add_argument("--scope", action="append", metavar="SCOPE",
                      help=f"a scope the client may ask for (repeatable; default by role): {', '.join(SCOPES)}")
     actions.add_parser("list", parents=[common], help="list the clients as JSON (without secrets)")

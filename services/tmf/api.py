@@ -257,7 +257,9 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
         database = client[settings.database]
         state["database"] = database
         events = EventStore(database)
-        dispatcher = Dispatcher(events, settings)
+        # Each process delivers the events of the APIs it serves, and only those.
+        dispatcher = Dispatcher(events, settings, apis=[c.name for c in contexts],
+                                credentials=contexts[0].credentials if contexts else None)
         state["dispatcher"] = dispatcher
         subscribing: list[asyncio.Task[Any]] = []
         try:

@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ import httpx
 import structlog
 
 from . import outgoing, telemetry
+from .auth.service import CredentialsUnavailable, ServiceCredentials
 from .events import listener_path
 from .repository.events import EventStore, Outcome, utcnow
 from .settings import Settings
@@ -160,9 +162,15 @@ class Dispatcher:
     overall and per subscriber, so one slow listener cannot hold up the others), and settles
     the outcomes in batches."""
 
-    def __init__(self, store: EventStore, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, store: EventStore, settings: Settings, client: httpx.AsyncClient | None = None,
+                 apis: Collection[str] | None = None, credentials: ServiceCredentials | None = None) -> None:
         self.store = store
         self.settings = settings
+        # The APIs whose events this process delivers (None: every API's).
+        self.apis = None if apis is None else tuple(apis)
+        # The suite's own bearer token goes with deliveries to the suite's own listeners (and to
+        # no one else), so that a gateway on the way knows them for the suite's.
+        self.credentials = credentials
         self.client = client or outgoing.client(settings.delivery_timeout_seconds)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
@@ -207,7 +215,7 @@ class Dispatcher:
                 free = self.settings.delivery_concurrency - len(self._tasks)
                 if free > 0:
                     saturated = [s for s, n in self._in_flight.items() if n >= self.settings.delivery_per_subscription]
-                    claimed = await self.store.claim(self.owner, self._capacity, free, lease, saturated)
+                    claimed = await self.store.claim(self.owner, self._capacity, free, lease, saturated, self.apis)
             except Exception:  # the database may be restarting; try again after a pause
                 log.exception("claiming deliveries failed")
             for delivery, event in claimed:
@@ -258,12 +266,16 @@ class Dispatcher:
         if subscription.get("secret"):
             headers[SIGNATURE_HEADER] = sign(subscription["secret"], int(time.time()), body)
         status: int | None = None
+        internal = bool(subscription.get("internal"))
         try:
-            target = await delivery_target(url, self.settings, internal=bool(subscription.get("internal")))
+            target = await delivery_target(url, self.settings, internal=internal)
             if target is None:
                 refused = "callback resolves to a private or special-use address, or not at all"
                 self._outcomes.append(Outcome(delivery["_id"], "dead", error=refused))
                 return
+            if internal and self.credentials is not None and is_own_url(url, self.settings):
+                with contextlib.suppress(CredentialsUnavailable):
+                    headers.update(await self.credentials.headers())
             response = await self.client.post(target.url, content=body, headers={**headers, **target.headers},
                                               extensions=target.extensions)
             status = response.status_code

@@ -22,7 +22,7 @@ from . import outgoing
 from .delivery import SIGNATURE_HEADER, verify
 from .errors import BadRequest, Unauthorized
 from .events import now_text
-from .middleware import RAW_BODY
+from .middleware import raw_body
 from .query import normalize_date_time
 from .resource import Handler
 
@@ -129,8 +129,11 @@ class ListenerApi:
             self._secret = await self.context.events.consumer_secret(self.consumer)
         secret = self._secret
         header = request.headers.get(SIGNATURE_HEADER)
-        raw = request.scope.get("state", {}).get(RAW_BODY)
-        if not header or not isinstance(raw, bytes) or not verify(secret, header, raw, SIGNATURE_TOLERANCE_SECONDS):
+        # The body was parsed before this handler ran, and a request's stream is read only once.
+        body = raw_body(request.scope)
+        if body is None:
+            body = await request.body()
+        if not header or not verify(secret, header, body, SIGNATURE_TOLERANCE_SECONDS):
             raise Unauthorized(f"listeners take only events signed by the producer's hub ({SIGNATURE_HEADER}, "
                                f"within {SIGNATURE_TOLERANCE_SECONDS} s)", challenge='Signature realm="tmf-sqm"')
 

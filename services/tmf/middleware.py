@@ -14,7 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import JSON, error_bytes
 
 log = structlog.get_logger("tmf.access")
-RAW_BODY = "raw_body"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would accept a trailing newline
 
 
@@ -145,6 +144,15 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return json_body_problem(body, limit, numbers=False) is not None
 
 
+RAW_BODY = "raw_body"
+
+
+def raw_body(scope: Scope) -> bytes | None:
+    """The request body exactly as received, once :class:`BodyLimitMiddleware` has read it."""
+    body = scope.get("state", {}).get(RAW_BODY)
+    return body if isinstance(body, bytes) else None
+
+
 class BodyLimitMiddleware:
     """Refuses bodies over ``max_bytes`` (413), bodies that are not UTF-8, JSON nested deeper
     than ``max_depth``, and JSON numbers that would be stored as garbage (NaN, infinities,
@@ -189,9 +197,10 @@ class BodyLimitMiddleware:
         if problem is not None:
             await _send_error(send, 400, "Bad request", problem)
             return
-        delivered = False
-        # The exact bytes, for what must verify a signature over them (listeners).
+        # Kept for whoever needs the exact bytes after the body has been parsed (a listener checks
+        # the producer's signature over them): the stream itself can be read only once.
         scope.setdefault("state", {})[RAW_BODY] = body
+        delivered = False
 
         async def replay() -> Message:
             nonlocal delivered

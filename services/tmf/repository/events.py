@@ -73,6 +73,8 @@ class EventStore:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
         await self.deliveries.create_indexes([
             IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
+            # A process serving some of the APIs claims only their deliveries.
+            IndexModel([("api", ASCENDING), ("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
             IndexModel([("lane", ASCENDING), ("seq", ASCENDING)]),
             IndexModel([("claim", ASCENDING)]),
             IndexModel([("subscriptionId", ASCENDING), ("state", ASCENDING), ("createdAt", ASCENDING)]),
@@ -125,14 +127,18 @@ class EventStore:
     # -- the dispatcher ------------------------------------------------------------------------
 
     async def claim(self, owner: str, capacity: Callable[[str], int], limit: int, lease: timedelta,
-                    saturated: Collection[str] = ()) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+                    saturated: Collection[str] = (), apis: Collection[str] | None = None,
+                    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Lease up to ``limit`` due deliveries that head their lane (no earlier delivery of the
         same resource to the same subscriber is still undelivered) and whose subscriber has
         capacity; return them with their events and subscriptions. Deliveries to ``saturated``
-        subscribers are not even looked at, so that their backlog cannot crowd out the others."""
+        subscribers are not even looked at, so that their backlog cannot crowd out the others.
+        With ``apis``, only deliveries of events of those APIs are claimed (a process serving
+        some APIs delivers their events and leaves the others to the processes serving them)."""
         now = utcnow()
         due = await self.deliveries.find(
-            {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now},
+            {**({"api": {"$in": list(apis)}} if apis is not None else {}),
+             "state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now},
              **({"subscriptionId": {"$nin": list(saturated)}} if saturated else {})},
             {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING)], limit=limit * 4,
         ).to_list()
