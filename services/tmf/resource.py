@@ -229,13 +229,23 @@ class ResourceApi:
                 plan.query, call, plan.matches, scan_limit=self.settings.regex_scan_limit,
                 fields=selected, sort=query.sort, skip=query.offset, limit=query.limit)
         else:
+            more = False
             if query.limit > 0:
+                # One more than the page says whether anything follows it, at no extra pass.
                 items = await self.store.find(plan.query, call, fields=selected,
-                                              sort=query.sort, skip=query.offset, limit=query.limit)
-            # A first page shorter than the limit is the whole result: counting it again would
-            # cost a second pass over the collection.
-            short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
-            total = len(items) if short else await self.store.count(plan.query, call)
+                                              sort=query.sort, skip=query.offset, limit=query.limit + 1)
+                more = len(items) > query.limit
+                del items[query.limit:]
+            if query.limit > 0 and not more and (items or query.offset == 0):
+                # The page reaches the end of the result: its end is the total, no count needed.
+                total = query.offset + len(items)
+            else:
+                # Counting decodes every match again; the total of a longer result may be one
+                # this process counted a few seconds ago (README: X-Total-Count), never less
+                # than what this page shows to exist.
+                counted = await self.store.count(plan.query, call, cached=True)
+                shown = query.offset + len(items) + (1 if more else 0) if items else 0
+                total = max(counted, shown)
         body = [self.present(item, query.fields) for item in items]
         complete = query.offset == 0 and len(body) == total
         return json_response(body, 200 if complete else 206,
