@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,11 @@ import httpx
 
 from services.tmf.embedded import EmbeddedDatabase, free_port
 from services.tmf.settings import Settings
-from tests.support.auth import mint
+
+# The same filter `sqm serve` applies: the token helper's imports reach connexion, which imports
+# starlette's test client, which warns.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from tests.support.auth import mint  # noqa: E402
 
 HOST = "127.0.0.1"
 INVENTORY = "/tmf-api/serviceInventory/v4"
