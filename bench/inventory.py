@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +34,18 @@ from typing import Any
 import httpx
 
 from services.tmf.embedded import EmbeddedDatabase, free_port
+from services.tmf.settings import Settings
+
+# The same filter `sqm serve` applies: the token helper's imports reach connexion, which imports
+# starlette's test client, which warns.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from tests.support.auth import mint  # noqa: E402
 
 HOST = "127.0.0.1"
 INVENTORY = "/tmf-api/serviceInventory/v4"
 DATABASE = "bench"
 RESULTS = Path(__file__).resolve().parent / "results" / "inventory.md"
+OPERATOR_PARTY = os.environ.get("SQM_OPERATOR_PARTY_ID", Settings.operator_party_id)
 
 # Share of the services at each level, bottom (level 1, resting on resources) to top (level 8,
 # customer-facing). Each service above level 1 rests on 1-3 services of the level below.
@@ -237,16 +245,18 @@ async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Ra
     return graph, seeding
 
 
-async def measure(suite_url: str, baseline_url: str, options: Options) -> tuple[list[Row], Row, list[str]]:
+async def measure(suite_url: str, baseline_url: str, options: Options, *, token: str,
+                  mongodb_uri: str) -> tuple[list[Row], Row, list[str], list[ListRow]]:
     rng = random.Random(options.seed)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     notes: list[str] = []
 
-    def client(base_url: str) -> httpx.AsyncClient:
+    def client(base_url: str, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
         # trust_env=False: no proxy from the environment ever sees these loopback requests.
-        return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120.0, trust_env=False)
+        return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120.0, trust_env=False, headers=headers)
 
-    async with client(suite_url) as suite, client(baseline_url) as baseline:
+    operator = {"Authorization": f"Bearer {token}"}
+    async with client(suite_url, operator) as suite, client(baseline_url) as baseline:
         print(f"seeding {options.services} services through POST /service "
               f"({options.concurrency} concurrent clients) ...", flush=True)
         graph, seeding = await seed_graph(suite, options, rng)
@@ -324,7 +334,112 @@ async def measure(suite_url: str, baseline_url: str, options: Options) -> tuple[
         baseline_row.note = "measured before and after the suite rows: " + ", ".join(
             f"{r.throughput:,.0f}/s" for r in baseline_runs)
         rows.insert(1, baseline_row)
-        return rows, baseline_row, notes
+        lists = await measure_lists(suite, mongodb_uri, options)
+        return rows, baseline_row, notes, lists
+
+
+# The list shapes of the performance issue, each against the same page read straight from the
+# database with PyMongo: the filter, the projection the suite applies, skip and limit.
+LIST_SHAPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("state=active", "state=active", {"state": "active"}),
+    ("relatedParty.role=supplier", "relatedParty.role=supplier", {"relatedParty.role": "supplier"}),
+    ("no filter", "", {}),
+)
+LIST_PAGE = 50
+LIST_OFFSETS = (0, 50, 100, 150)
+
+
+@dataclass
+class ListRow:
+    shape: str
+    suite: Row
+    raw: Row
+    total: str
+
+    @property
+    def ratio(self) -> float:
+        raw = self.raw.percentile(0.5)
+        return self.suite.percentile(0.5) / raw if raw else float("nan")
+
+
+async def drive_raw(fetch: Callable[[int], Any], count: int, *, concurrency: int, max_seconds: float) -> Row:
+    """Like :func:`drive`, for database reads made here: ``fetch(i)`` is awaited ``count`` times."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    next_index = 0
+    deadline = time.monotonic() + max_seconds
+    stopped = False
+
+    async def worker() -> None:
+        nonlocal next_index, stopped
+        while next_index < count:
+            if time.monotonic() > deadline:
+                stopped = True
+                return
+            i = next_index
+            next_index += 1
+            began = time.perf_counter()
+            try:
+                await fetch(i)
+            except Exception as exc:  # counted and reported: the run goes on
+                errors[type(exc).__name__] += 1
+            latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Row("", len(latencies), time.perf_counter() - began, latencies, errors, stopped_early=stopped)
+
+
+async def measure_lists(suite: httpx.AsyncClient, mongodb_uri: str, options: Options) -> list[ListRow]:
+    """Each list shape through the suite, then the same pages straight from the database, with
+    the same clients, requests and offsets."""
+    from pymongo import AsyncMongoClient
+
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+    collection = mongo[DATABASE]["service"]
+    results: list[ListRow] = []
+    warmup = min(16, max(options.concurrency, options.requests // 20))
+    try:
+        for shape, query, mongo_filter in LIST_SHAPES:
+            def request(i: int, query: str = query) -> Request:
+                offset = LIST_OFFSETS[i % len(LIST_OFFSETS)]
+                return "GET", f"{INVENTORY}/service?{query}&limit={LIST_PAGE}&offset={offset}", None
+
+            async def fetch(i: int, mongo_filter: dict[str, Any] = mongo_filter) -> list[dict[str, Any]]:
+                offset = LIST_OFFSETS[i % len(LIST_OFFSETS)]
+                cursor = collection.find(mongo_filter, {"_id": 0, "_meta": 0}, skip=offset, limit=LIST_PAGE)
+                return await cursor.to_list()
+
+            print(f"measuring list {shape} and its raw find ...", flush=True)
+            await drive(suite, request, warmup, concurrency=options.concurrency, max_seconds=5.0)
+            suite_row, totals, _ = await drive(suite, request, options.requests, concurrency=options.concurrency,
+                                               max_seconds=options.max_seconds, inspect=item_count,
+                                               start_index=warmup)
+            await drive_raw(fetch, warmup, concurrency=options.concurrency, max_seconds=5.0)
+            raw_row = await drive_raw(fetch, options.requests, concurrency=options.concurrency,
+                                      max_seconds=options.max_seconds)
+            suite_row.operation = f"GET /service?{query}&limit={LIST_PAGE}"
+            raw_row.operation = f"find({mongo_filter}).skip(offset).limit({LIST_PAGE})"
+            seen = sorted({int(t) for t in totals if not math.isnan(t)})
+            result = ListRow(shape, suite_row, raw_row, ", ".join(map(str, seen)) or "-")
+            print(f"  suite p50 {suite_row.percentile(0.5):.1f} ms, raw p50 {raw_row.percentile(0.5):.1f} ms, "
+                  f"ratio {result.ratio:.2f}", flush=True)
+            results.append(result)
+    finally:
+        await mongo.close()
+    return results
+
+
+def list_table(rows: Sequence[ListRow]) -> str:
+    lines = ["| list (offset 0-150) | suite req/s | suite p50 ms | suite p99 ms | raw find req/s | raw p50 ms "
+             "| raw p99 ms | p50 suite / raw | X-Total-Count |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        suite, raw = row.suite, row.raw
+        lines.append(f"| {row.shape} | {suite.throughput:,.1f} | {suite.percentile(0.5):,.1f} "
+                     f"| {suite.percentile(0.99):,.1f} | {raw.throughput:,.1f} | {raw.percentile(0.5):,.1f} "
+                     f"| {raw.percentile(0.99):,.1f} | {row.ratio:.2f} | {row.total} |")
+    return "\n".join(lines)
 
 
 def table(rows: Sequence[Row], baseline: Row) -> str:
@@ -339,7 +454,7 @@ def table(rows: Sequence[Row], baseline: Row) -> str:
 
 
 def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Options, started: datetime,
-           elapsed: float, load_before: tuple[float, float, float]) -> str:
+           elapsed: float, load_before: tuple[float, float, float], lists: Sequence[ListRow] = ()) -> str:
     lines = [
         "# Service Inventory benchmark",
         "",
@@ -355,6 +470,16 @@ def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Option
         "",
         *(f"- {note}" for note in notes),
     ]
+    if lists:
+        lines += ["", "Lists against the same pages read straight from the database (PyMongo, same clients):",
+                  "", list_table(lists)]
+        for row in lists:
+            for part in (row.suite, row.raw):
+                if part.errors:
+                    example, _ = part.errors.most_common(1)[0]
+                    lines.append(f"- {part.operation}: {sum(part.errors.values())} unexpected answers, e.g. {example}")
+                if part.stopped_early:
+                    lines.append(f"- {part.operation}: stopped at the {options.max_seconds:.0f} s limit")
     for row in rows:
         if row.note:
             lines.append(f"- {row.operation}: {row.note}")
@@ -447,7 +572,10 @@ def main(argv: list[str] | None = None) -> int:
             baseline, baseline_url = start_server("baseline", database.uri, workdir)
             processes.append(baseline)
             wait_ready(baseline, baseline_url, workdir / "baseline.log")
-            rows, baseline_row, notes = asyncio.run(measure(suite_url, baseline_url, options))
+            # The suite made its signing key when it started: the benchmark calls as the operator.
+            token = mint(database.uri, DATABASE, suite_url, party_id=OPERATOR_PARTY)
+            rows, baseline_row, notes, lists = asyncio.run(
+                measure(suite_url, baseline_url, options, token=token, mongodb_uri=database.uri))
             for process in processes:
                 stop(process)
     except BaseException:
@@ -456,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the server and database logs are kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
-    text = report(rows, baseline_row, notes, options, started, time.perf_counter() - clock, load_before)
+    text = report(rows, baseline_row, notes, options, started, time.perf_counter() - clock, load_before, lists)
     print()
     print(text)
     options.output.parent.mkdir(parents=True, exist_ok=True)

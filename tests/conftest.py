@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from services.app import create_app
 from services.tmf.embedded import EmbeddedDatabase
 from services.tmf.settings import Settings
+from tests.support.auth import bearer
 
 PUBLIC_URL = "http://testserver"
 INVENTORY = "/tmf-api/serviceInventory/v4"
@@ -39,4 +40,6 @@ def settings(mongo_uri: str) -> Settings:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), base_url=PUBLIC_URL) as test_client:
+        # The lifespan has made the issuer's first signing key: the client calls as the operator.
+        test_client.headers.update(bearer(settings))
         yield test_client

@@ -21,9 +21,16 @@ SERVICE = ResourceType(
     indexes=(
         IndexModel([("_meta.dependsOn", ASCENDING)]),
         IndexModel([("_meta.resources", ASCENDING)]),
-        IndexModel([("state", ASCENDING)]),
+        # The filters lists run most, each followed by the party a non-operator's list is
+        # scoped to (the prefix alone serves the operator). relatedParty is an array like
+        # _meta.parties, and one index cannot hold two arrays of a document: its attributes
+        # are indexed alone.
+        IndexModel([("state", ASCENDING), ("_meta.parties", ASCENDING)]),
+        IndexModel([("category", ASCENDING), ("_meta.parties", ASCENDING)]),
+        IndexModel([("serviceSpecification.id", ASCENDING), ("_meta.parties", ASCENDING)]),
+        IndexModel([("startDate", ASCENDING), ("_meta.parties", ASCENDING)]),
         IndexModel([("relatedParty.id", ASCENDING)]),
-        IndexModel([("serviceSpecification.id", ASCENDING)]),
+        IndexModel([("relatedParty.role", ASCENDING)]),
     ),
     rules=ServiceRules(),
     serialize_writes=True,

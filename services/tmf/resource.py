@@ -26,7 +26,7 @@ from .errors import JSON, BadRequest, ConcurrentChanges, Forbidden, NotFound, Pr
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
 from .patch import apply_patch, check_keys, fill_defaults, normalize_dates, patch_style
 from .query import ALWAYS_RETURNED, filter_plan, parse_fields, parse_query, projection
-from .repository import EXTRA_PARTIES, META, ResourceStore, Visibility, public
+from .repository import EXTRA_PARTIES, META, QueryTooExpensive, ResourceStore, Visibility, public
 from .repository.events import in_transaction
 from .spec import SchemaIndex
 
@@ -220,6 +220,7 @@ class ResourceApi:
         call = call_of(request)
         selected = projection(query.fields)
         items: list[dict[str, Any]] = []
+        total: int | None
         if plan.text_matches:
             # Regexes the database must not run are matched here; present() drops the
             # attributes read for them that the client did not ask for.
@@ -229,17 +230,35 @@ class ResourceApi:
                 plan.query, call, plan.matches, scan_limit=self.settings.regex_scan_limit,
                 fields=selected, sort=query.sort, skip=query.offset, limit=query.limit)
         else:
+            more = False
             if query.limit > 0:
+                # One more than the page says whether anything follows it, at no extra pass.
                 items = await self.store.find(plan.query, call, fields=selected,
-                                              sort=query.sort, skip=query.offset, limit=query.limit)
-            # A first page shorter than the limit is the whole result: counting it again would
-            # cost a second pass over the collection.
-            short = query.offset == 0 and 0 < query.limit and len(items) < query.limit
-            total = len(items) if short else await self.store.count(plan.query, call)
+                                              sort=query.sort, skip=query.offset, limit=query.limit + 1)
+                more = len(items) > query.limit
+                del items[query.limit:]
+            if query.limit > 0 and not more and (items or query.offset == 0):
+                # The page reaches the end of the result: its end is the total, no count needed.
+                total = query.offset + len(items)
+            else:
+                # Counting decodes every match again; the total of a longer result may be one
+                # this process counted a few seconds ago (README: X-Total-Count), never less
+                # than what this page shows to exist.
+                shown = query.offset + len(items) + (1 if more else 0) if items else 0
+                try:
+                    total = max(await self.store.count(plan.query, call, cached=True), shown)
+                except QueryTooExpensive:
+                    if query.limit == 0:
+                        raise  # the total is all that was asked
+                    # The page is served; only its total is too costly to give (TMF630 makes
+                    # X-Total-Count optional).
+                    total = None
         body = [self.present(item, query.fields) for item in items]
         complete = query.offset == 0 and len(body) == total
-        return json_response(body, 200 if complete else 206,
-                             {"X-Total-Count": str(total), "X-Result-Count": str(len(body))})
+        headers = {"X-Result-Count": str(len(body))}
+        if total is not None:
+            headers["X-Total-Count"] = str(total)
+        return json_response(body, 200 if complete else 206, headers)
 
     async def create(self, body: Any = None) -> Response:
         if not isinstance(body, dict):

@@ -6,7 +6,9 @@ is the one place where party scoping is enforced, on every read, list, count, pa
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +54,13 @@ class Visibility:
             # lacks the field.
             return {"_id": {"$in": []}}
         visible = {f"{META}.parties": call.party_id}
-        return {"$and": [dict(query), visible]} if query else visible
+        if not query:
+            return visible
+        if f"{META}.parties" not in query:
+            # Beside the filter's own conditions rather than in an $and around them, so that
+            # every planner sees one conjunction and can pick a compound index over both.
+            return {**query, **visible}
+        return {"$and": [dict(query), visible]}
 
 
 # Subscriptions, task records, alarms: only the party that created them (and the operator).
@@ -76,6 +84,20 @@ def _public_projection(fields: Mapping[str, int] | None) -> dict[str, int]:
     return {**fields, "_id": 0}
 
 
+# List totals are cached this long (and at most this many per collection) in each process; a
+# write through the process clears them, so only writes of other processes can make a cached
+# total lag, and by this much at most.
+COUNT_CACHE_SECONDS = 10.0
+COUNT_CACHE_ENTRIES = 256
+
+
+@dataclass
+class _CachedCount:
+    total: asyncio.Future[int]
+    made: float
+    generation: int
+
+
 class ResourceStore:
     """One collection of one resource type."""
 
@@ -85,6 +107,8 @@ class ResourceStore:
         self.name = name
         self.timeout_ms = timeout_ms
         self.visibility = visibility
+        self._counts: OrderedDict[str, _CachedCount] = OrderedDict()
+        self._generation = 0
 
     def restrict(self, query: Mapping[str, Any], call: Call) -> dict[str, Any]:
         return self.visibility.restrict(query, call)
@@ -102,10 +126,13 @@ class ResourceStore:
         """Store a new resource; returns it as stored, bookkeeping included."""
         meta = {"version": 1, "owner": call.party_id, **meta}
         stored = {**document, "_id": document["id"], META: {**meta, "parties": self.parties(document, meta)}}
+        self._changed()
         try:
             await self.collection.insert_one(stored, session=session)
         except DuplicateKeyError:
             raise Conflict(f"{self.name} {document['id']} already exists") from None
+        finally:
+            self._changed()
         return stored
 
     async def get(self, resource_id: str, call: Call) -> dict[str, Any] | None:
@@ -116,9 +143,14 @@ class ResourceStore:
     async def find(self, query: Mapping[str, Any], call: Call, *,
                    fields: Mapping[str, int] | None = None, sort: list[tuple[str, int]] | None = None,
                    skip: int = 0, limit: int = 0) -> list[dict[str, Any]]:
+        """The documents ``query`` selects that the caller may see, from ``skip``, at most ``limit``
+        (0: all). With ``sort``, ``_id`` breaks ties, so pages of a sorted list never overlap.
+        Without it the order is the database's (index or storage order), which is stable while
+        the data does not change and costs no sort: on the embedded server a forced sort reads
+        and orders every match in Python for each page."""
         cursor = self.collection.find(
             self.restrict(query, call), _public_projection(fields), skip=skip, limit=limit,
-            sort=[*(sort or []), ("_id", ASCENDING)], max_time_ms=self.timeout_ms,
+            sort=[*sort, ("_id", ASCENDING)] if sort else None, max_time_ms=self.timeout_ms,
         )
         try:
             return await cursor.to_list()
@@ -183,13 +215,42 @@ class ResourceStore:
             found = list(unique.values())
         return found
 
-    async def count(self, query: Mapping[str, Any], call: Call) -> int:
+    async def count(self, query: Mapping[str, Any], call: Call, *, cached: bool = False) -> int:
+        """How many documents ``query`` selects that the caller may see. With ``cached``, a count
+        this process made less than :data:`COUNT_CACHE_SECONDS` ago for the same query, with no
+        write through this store since, is answered again; concurrent askers share one count."""
+        restricted = self.restrict(query, call)
+        if not cached:
+            return await self._count(restricted)
+        key = repr(restricted)
+        now = time.monotonic()
+        entry = self._counts.get(key)
+        if entry is not None and entry.generation == self._generation and now - entry.made < COUNT_CACHE_SECONDS:
+            self._counts.move_to_end(key)
+            return await asyncio.shield(entry.total)
+        entry = _CachedCount(asyncio.ensure_future(self._count(restricted)), now, self._generation)
+        self._counts[key] = entry
+        self._counts.move_to_end(key)
+        while len(self._counts) > COUNT_CACHE_ENTRIES:
+            self._counts.popitem(last=False)
         try:
-            return await self.collection.count_documents(self.restrict(query, call), maxTimeMS=self.timeout_ms)
+            return await asyncio.shield(entry.total)
+        except BaseException:
+            if self._counts.get(key) is entry:
+                del self._counts[key]
+            raise
+
+    async def _count(self, restricted: Mapping[str, Any]) -> int:
+        try:
+            return await self.collection.count_documents(restricted, maxTimeMS=self.timeout_ms)
         except ExecutionTimeout:
             raise QueryTooExpensive("the query took too long; narrow the filter") from None
         except OperationFailure as exc:
             raise QueryTooExpensive(f"the query cannot run: {exc.details and exc.details.get('errmsg')}") from None
+
+    def _changed(self) -> None:
+        # Every count cached before a write of this process is stale.
+        self._generation += 1
 
     async def replace(self, document: dict[str, Any], call: Call, *, meta: Mapping[str, Any],
                       session: AsyncClientSession | None = None) -> dict[str, Any] | None:
@@ -198,10 +259,14 @@ class ResourceStore:
         version = meta["version"]
         stored = {**document, "_id": document["id"],
                   META: {**meta, "version": version + 1, "parties": self.parties(document, meta)}}
-        return await self.collection.find_one_and_replace(
-            self.restrict({"_id": document["id"], f"{META}.version": version}, call), stored,
-            return_document=ReturnDocument.AFTER, session=session,
-        )
+        self._changed()
+        try:
+            return await self.collection.find_one_and_replace(
+                self.restrict({"_id": document["id"], f"{META}.version": version}, call), stored,
+                return_document=ReturnDocument.AFTER, session=session,
+            )
+        finally:
+            self._changed()
 
     async def set_meta(self, resource_id: str, values: Mapping[str, Any]) -> None:
         """Bookkeeping beside a resource that is not part of it (no new version, no event)."""
@@ -209,7 +274,12 @@ class ResourceStore:
 
     async def delete(self, resource_id: str, call: Call, *,
                      session: AsyncClientSession | None = None) -> dict[str, Any] | None:
-        return await self.collection.find_one_and_delete(self.restrict({"_id": resource_id}, call), session=session)
+        self._changed()
+        try:
+            return await self.collection.find_one_and_delete(self.restrict({"_id": resource_id}, call),
+                                                             session=session)
+        finally:
+            self._changed()
 
     async def exists(self, ids: Iterable[str], call: Call) -> set[str]:
         wanted = list(set(ids))
