@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,6 +14,7 @@ from starlette.testclient import TestClient
 from services.app import create_app
 from services.tmf.embedded import EmbeddedDatabase
 from services.tmf.settings import Settings
+from tests.support.auth import bearer
 
 PUBLIC_URL = "http://testserver"
 INVENTORY = "/tmf-api/serviceInventory/v4"
@@ -36,7 +39,16 @@ def settings(mongo_uri: str) -> Settings:
     return make_settings(mongo_uri)
 
 
+@contextmanager
+def operator_client(settings: Settings, app: Any = None) -> Iterator[TestClient]:
+    """``app`` (the whole suite unless given), started, under a client that calls as the operator."""
+    with TestClient(app if app is not None else create_app(settings), base_url=PUBLIC_URL) as test_client:
+        test_client.headers.update(bearer(settings))
+        yield test_client
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=PUBLIC_URL) as test_client:
+    """The whole suite, called as the operator."""
+    with operator_client(settings) as test_client:
         yield test_client
