@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -37,9 +39,16 @@ def settings(mongo_uri: str) -> Settings:
     return make_settings(mongo_uri)
 
 
+@contextmanager
+def operator_client(settings: Settings, app: Any = None) -> Iterator[TestClient]:
+    """``app`` (the whole suite unless given), started, under a client that calls as the operator."""
+    with TestClient(app if app is not None else create_app(settings), base_url=PUBLIC_URL) as test_client:
+        test_client.headers.update(bearer(settings))
+        yield test_client
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=PUBLIC_URL) as test_client:
-        # The lifespan has made the issuer's first signing key: the client calls as the operator.
-        test_client.headers.update(bearer(settings))
+    """The whole suite, called as the operator."""
+    with operator_client(settings) as test_client:
         yield test_client

@@ -14,14 +14,17 @@ from services.app import APIS, create_app
 from services.tmf.embedded import free_port
 from services.tmf.spec import load_document
 from tests.conftest import make_settings
+from tests.support.auth import bearer
 from tests.support.server import serve
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[str]:
+def server(mongo_uri: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The suite's base URL and the operator's Authorization header."""
     port = free_port()
-    with serve(create_app(make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")), port) as base:
-        yield base
+    suite = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")
+    with serve(create_app(suite), port) as base:
+        yield base, bearer(suite)
 
 
 def _contract_test(declaration):
@@ -39,7 +42,8 @@ def _contract_test(declaration):
         # Schema-valid is not always acceptable: references must name existing resources and
         # limit has a configured maximum, which a document cannot express. Everything else
         # (no 5xx, conformance of every response, rejection of invalid input) is checked.
-        case.call_and_validate(base_url=f"{server}{declaration.base_path}",
+        base, operator = server
+        case.call_and_validate(base_url=f"{base}{declaration.base_path}", headers=operator,
                                excluded_checks=[positive_data_acceptance])
 
     return test

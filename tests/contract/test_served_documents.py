@@ -21,8 +21,10 @@ import pytest
 
 from services.app import APIS, create_app
 from services.tmf.embedded import free_port
+from services.tmf.settings import Settings
 from services.tmf.spec import load_document
 from tests.conftest import make_settings
+from tests.support.auth import token
 from tests.support.listener import Listener
 from tests.support.server import serve
 
@@ -76,13 +78,22 @@ ANONYMOUS = re.compile(r"Response\d{3}|Body$")
 
 
 @pytest.fixture(scope="module")
-def server(mongo_uri: str) -> Iterator[str]:
+def suite_settings(mongo_uri: str) -> Settings:
     port = free_port()
     # The SLA service checks covered services against the inventory, as it would in production.
-    settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}",
-                             inventory_url=f"http://127.0.0.1:{port}{BASE['serviceInventory']}")
-    with serve(create_app(settings), port) as base:
+    return make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}",
+                         inventory_url=f"http://127.0.0.1:{port}{BASE['serviceInventory']}")
+
+
+@pytest.fixture(scope="module")
+def server(suite_settings: Settings) -> Iterator[str]:
+    with serve(create_app(suite_settings), int(suite_settings.public_url.rsplit(":", 1)[1])) as base:
         yield base
+
+
+@pytest.fixture(scope="module")
+def operator_token(suite_settings: Settings, server: str) -> str:
+    return token(suite_settings)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +150,7 @@ def test_documents_are_served_as_loaded_with_refs_kept(documents):
         assert "$ref" in create["responses"]["400"]
 
 
-def test_every_create_example_is_accepted(server, documents):
+def test_every_create_example_is_accepted(server, documents, operator_token):
     creates = {(api, op): found for api in BASE for op, found in _creates(documents[api]).items()}
     missing = sorted(f"{api}.{op}" for (api, op), (_, media) in creates.items() if "example" not in media)
     assert not missing, f"create bodies without an example: {missing}"
@@ -149,7 +160,7 @@ def test_every_create_example_is_accepted(server, documents):
     listener = Listener().start()
     created: dict[tuple[str, str], list[str]] = {}
     try:
-        with httpx.Client(base_url=server) as client:
+        with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {operator_token}"}) as client:
             for api, operation_id, references in PLAN:
                 path, media = creates[(api, operation_id)]
                 body, path = _fill(media, path, references, created, listener.url)
@@ -207,7 +218,8 @@ def _named_in_bodies_and_responses(document: dict[str, Any]) -> set[str]:
 
 
 @pytest.mark.parametrize("api", list(BASE))
-def test_a_generated_client_names_the_document_types(api, documents, server, tmp_path, monkeypatch):
+def test_a_generated_client_names_the_document_types(api, documents, server, operator_token, tmp_path,
+                                                    monkeypatch):
     document = documents[api]
     package = _snake(api) + "_client"
     generated = _generate(document, tmp_path, package)
@@ -240,7 +252,7 @@ def test_a_generated_client_names_the_document_types(api, documents, server, tmp
     for source in sorted(set(references.values())):
         prerequisite = _creates(documents[source[0]])[source[1]][1]["example"]
         response = httpx.post(f"{server}{BASE[source[0]]}{_creates(documents[source[0]])[source[1]][0]}",
-                              json=prerequisite)
+                              json=prerequisite, headers={"Authorization": f"Bearer {operator_token}"})
         assert response.status_code == 201, response.text
         created.setdefault(source[:2], []).append(response.json()["id"])
     path, media = _creates(document)[operation_id]
@@ -248,8 +260,9 @@ def test_a_generated_client_names_the_document_types(api, documents, server, tmp
     body_type = getattr(module, _schema_name(media["schema"]["$ref"]).replace("_", ""))
     answer = document["paths"][path]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
     answer_type = getattr(module, _schema_name(answer["$ref"]).replace("_", ""))
-    with importlib.import_module(f"{package}.client").Client(
-            base_url=f"{server}{BASE[api]}", raise_on_unexpected_status=True) as client:
+    # The documents declare the OAuth2 scheme, so the generator makes a client that sends a token.
+    with importlib.import_module(f"{package}.client").AuthenticatedClient(
+            base_url=f"{server}{BASE[api]}", token=operator_token, raise_on_unexpected_status=True) as client:
         result = functions[_snake(operation_id)].sync(client=client, body=body_type.from_dict(body))
         assert isinstance(result, answer_type), result
         read = functions[_snake(operation_id).replace("create_", "retrieve_", 1)].sync(result.id, client=client)

@@ -56,8 +56,9 @@ class Burst:
     """``CLIENTS`` threads creating services as fast as the server answers, each remembering
     what was answered 201, until the server is gone."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
+        self.headers = headers
         self.acknowledged: list[str] = []
         self.refused: Counter[int] = Counter()
         self.stopped = threading.Event()
@@ -79,7 +80,7 @@ class Burst:
         assert not any(thread.is_alive() for thread in self.threads), "a client still runs"
 
     def _create(self, client_number: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.headers) as client:
             for i in range(1_000_000):
                 if self.stopped.is_set():
                     return
@@ -106,13 +107,13 @@ def test_acknowledged_creates_and_their_events_survive_a_kill_of_the_process_gro
         sqm: StartSqm, listener: Listener, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = sqm(data_dir, own_group=True, **SETTINGS)
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with httpx.Client(base_url=first.url, timeout=30, headers=first.operator_headers()) as client:
         hub = client.post(f"{INVENTORY}/hub", json={"callback": listener.url,
                                                     "query": "eventType=ServiceCreateEvent"})
         assert hub.status_code == 201, hub.text
         hub_id = hub.json()["id"]
 
-    burst = Burst(first.url)
+    burst = Burst(first.url, first.operator_headers())
     burst.start()
     wait_until("creates answered before the kill", lambda: burst.count() >= ACKNOWLEDGED_BEFORE_KILL,
                BURST_TIMEOUT)
@@ -125,7 +126,7 @@ def test_acknowledged_creates_and_their_events_survive_a_kill_of_the_process_gro
     assert len(acknowledged) == len(set(acknowledged)) >= ACKNOWLEDGED_BEFORE_KILL
 
     second = sqm(data_dir, **SETTINGS)
-    with httpx.Client(base_url=second.url, timeout=30) as client:
+    with httpx.Client(base_url=second.url, timeout=30, headers=second.operator_headers()) as client:
         # The subscription was acknowledged too (outside any create's transaction).
         assert client.get(f"{INVENTORY}/hub/{hub_id}").status_code == 200
         missing = [service_id for service_id in acknowledged

@@ -137,7 +137,7 @@ def servers(tmp_path: Path, database: EmbeddedDatabase,
                 stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
                 cwd=tmp_path, env=env,
             )
-        server = Server(process, port, stderr_path)
+        server = Server(process, port, stderr_path, database=name, mongodb_uri=database.uri)
         started.append(server)
         server.reader = threading.Thread(target=pump, args=(process.stdout, server.lines), daemon=True)
         server.reader.start()
@@ -238,7 +238,7 @@ def test_events_pending_when_a_server_is_killed_are_all_delivered_in_order_after
     first = servers(**fast_retries)
 
     expected: dict[str, list[tuple[str, str]]] = {}
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with httpx.Client(base_url=first.url, timeout=30, headers=first.operator_headers()) as client:
         hub_id = subscribe(client, listener)
         ids = [create(client, f"svc-{i}") for i in range(20)]
         for service_id in ids:
@@ -283,7 +283,7 @@ def test_events_pending_when_a_server_is_killed_are_all_delivered_in_order_after
     listener.answer = 201
 
     second = servers(**fast_retries)
-    with httpx.Client(base_url=second.url, timeout=30) as client:
+    with httpx.Client(base_url=second.url, timeout=30, headers=second.operator_headers()) as client:
         after = wait_until("every event delivered after the restart", all_delivered(client, hub_id, total))
         assert after["pending"] == after["retrying"] == after["dead"] == after["suspended"] == 0
         rows = deliveries(client, hub_id)
@@ -305,7 +305,8 @@ def test_two_servers_on_one_database_deliver_each_event_once(
     one, two = servers(**eager), servers(**eager)
     count = 60
 
-    with httpx.Client(base_url=one.url, timeout=30) as first, httpx.Client(base_url=two.url, timeout=30) as second:
+    with httpx.Client(base_url=one.url, timeout=30, headers=one.operator_headers()) as first, \
+            httpx.Client(base_url=two.url, timeout=30, headers=two.operator_headers()) as second:
         hub_id = subscribe(first, listener)
         # The other server sees the subscription: its writes record deliveries for it too.
         assert second.get(f"{HUB}/{hub_id}").status_code == 200
@@ -350,7 +351,7 @@ def test_a_stuck_listener_does_not_hold_up_a_healthy_one(
     count = 20
 
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, headers=server.operator_headers()) as client:
             stuck_id = subscribe(client, stuck)
             healthy_id = subscribe(client, healthy)
             created = [create(client, f"svc-{i}") for i in range(count)]

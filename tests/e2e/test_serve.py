@@ -88,7 +88,7 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: StartSqm, tmp_path: P
     server = sqm(data_dir)
     assert server.ready_line == f"tmf-sqm ready on http://127.0.0.1:{server.port}"
 
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.operator_headers()) as client:
         health = client.get("/health")
         assert health.status_code == 200, health.text
         assert health.json()["status"] == "up"
@@ -191,7 +191,7 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: StartSqm, tmp_path: P
     # Same data dir and same port, so that hrefs and everything else must read back unchanged.
     again = sqm(data_dir, port=server.port)
     assert again.database_pid != server.database_pid
-    with httpx.Client(base_url=again.url, timeout=30) as client:
+    with httpx.Client(base_url=again.url, timeout=30, headers=again.operator_headers()) as client:
         assert client.get("/health").json()["status"] == "up"
         after = snapshot(client, ids, hub_id)
         assert after == before
@@ -216,7 +216,7 @@ def test_value_chain_is_served_and_survives_a_restart(sqm: StartSqm, tmp_path: P
 def test_sigint_stops_server_and_embedded_database(sqm: StartSqm, tmp_path: Path) -> None:
     server = sqm(tmp_path / "data")
     assert accepts_connections(server.database_port)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.operator_headers()) as client:
         assert client.get("/health").status_code == 200
 
     assert server.stop(signal.SIGINT) == 0, server.stderr()
@@ -234,9 +234,22 @@ def test_serve_json_tells_where_the_database_answers(sqm: StartSqm, tmp_path: Pa
     announced = json.loads((data_dir / "serve.json").read_text())
     assert announced == {"pid": server.process.pid,
                          "database_uri": f"mongodb://127.0.0.1:{server.database_port}/?directConnection=true"}
-    # Another command can reach the database through it, and it holds what the server stored.
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    # Another command reaches the database through it: a person registers a client there, as
+    # README shows, which then gets a token from the server and calls an API with it.
+    added = subprocess.run([str(SQM), "client", "add", "bss", "--party", "operator", "--role", "operator",
+                            "--data-dir", str(data_dir)], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           cwd=tmp_path, env=environment(), timeout=READY_TIMEOUT, check=False)
+    assert added.returncode == 0, added.stderr
+    credentials = json.loads(added.stdout)
+    granted = httpx.post(f"{server.url}/oauth2/token", data={"grant_type": "client_credentials"},
+                         auth=(credentials["client_id"], credentials["client_secret"]), timeout=30)
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["token_type"].lower() == "bearer"
+    headers = {"Authorization": f"Bearer {granted.json()['access_token']}"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
         created = create(client, {"name": "probe", "state": "active", "serviceSpecification": {"id": "spec"}})
+        assert client.get(f"{INVENTORY}/service/{created['id']}").status_code == 200
+    # The server's database holds what it stored.
     with MongoClient(announced["database_uri"], serverSelectionTimeoutMS=10_000) as database:
         assert database["sqm"]["service"].find_one({"_id": created["id"]}) is not None
 
@@ -257,14 +270,14 @@ def test_second_server_on_a_data_dir_in_use_is_refused_without_touching_it(sqm: 
     assert (data_dir / "database.log").read_bytes() == log_before
     assert sorted(p.relative_to(data_dir) for p in (data_dir / "db").rglob("*")) == files_before
     assert json.loads((data_dir / "serve.json").read_text())["pid"] == first.process.pid
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with httpx.Client(base_url=first.url, timeout=30, headers=first.operator_headers()) as client:
         assert client.get("/health").json()["status"] == "up"
 
 
 def test_a_server_killed_alone_does_not_block_a_restart(sqm: StartSqm, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = sqm(data_dir)
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with httpx.Client(base_url=first.url, timeout=30, headers=first.operator_headers()) as client:
         created = create(client, {"name": "kept", "state": "active", "serviceSpecification": {"id": "spec"}})
     # Its database is told to stop when it dies, and holds the data dir until it has.
     first.process.kill()
@@ -274,7 +287,7 @@ def test_a_server_killed_alone_does_not_block_a_restart(sqm: StartSqm, tmp_path:
     # The stale serve.json was replaced.
     assert json.loads((data_dir / "serve.json").read_text())["pid"] == again.process.pid
     assert not is_running(first.database_pid)
-    with httpx.Client(base_url=again.url, timeout=30) as client:
+    with httpx.Client(base_url=again.url, timeout=30, headers=again.operator_headers()) as client:
         assert client.get(f"{INVENTORY}/service/{created['id']}").status_code == 200
 
 
@@ -356,7 +369,7 @@ PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
 
 def test_an_alarm_sent_right_after_the_ready_line_opens_a_problem(sqm: Any, tmp_path: Path) -> None:
     server = sqm(tmp_path / "data")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.operator_headers()) as client:
         # Nothing between the ready line and the alarm but the inventory entry it is about.
         link = create(client, {"name": "access", "category": "CFS", "state": "active",
                                "serviceSpecification": {"id": "spec-access"},

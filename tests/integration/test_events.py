@@ -11,9 +11,11 @@ from referencing import Registry, Resource
 from starlette.testclient import TestClient
 
 from services.app import create_app
+from services.tmf.auth.identity import DEFAULT_SCOPES
 from services.tmf.delivery import SIGNATURE_HEADER, verify
 from services.tmf.spec import load_document
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer
 from tests.support.listener import Listener
 
 SERVICE = f"{INVENTORY}/service"
@@ -33,6 +35,7 @@ def fast_client(mongo_uri) -> Iterator[TestClient]:
     settings = make_settings(mongo_uri, delivery_backoff_seconds=0.05, delivery_backoff_max_seconds=0.2,
                              delivery_max_attempts=4, delivery_poll_seconds=0.05)
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         yield client
 
 
@@ -114,6 +117,7 @@ def test_listener_outage_then_recovery_delivers_everything_in_order(mongo_uri, l
     settings = make_settings(mongo_uri, delivery_backoff_seconds=0.05, delivery_backoff_max_seconds=0.3,
                              delivery_max_attempts=1000, delivery_poll_seconds=0.05)
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         subscribe(client, listener)
         listener.answer = 503
         services = [create(client, name=f"s{i}") for i in range(3)]
@@ -217,8 +221,9 @@ def test_registration_is_idempotent(fast_client, listener):
 
 
 def test_private_callbacks_refused_unless_allowed(mongo_uri):
-    with TestClient(create_app(make_settings(mongo_uri, allow_private_callbacks=False)),
-                    base_url="http://testserver") as client:
+    settings = make_settings(mongo_uri, allow_private_callbacks=False)
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         for callback in ["http://127.0.0.1:9000/x", "http://10.1.2.3/x", "http://localhost/x", "http://[::1]/x"]:
             response = client.post(f"{INVENTORY}/hub", json={"callback": callback})
             assert response.status_code == 400, callback
@@ -226,12 +231,14 @@ def test_private_callbacks_refused_unless_allowed(mongo_uri):
 
 
 def test_a_partners_subscription_only_hears_about_its_own_resources(mongo_uri, listener):
-    settings = make_settings(mongo_uri, trust_party_headers=True, delivery_poll_seconds=0.05)
-    partner = {"X-Party-Id": "partner-a", "X-Party-Role": "partner"}
+    settings = make_settings(mongo_uri, delivery_poll_seconds=0.05)
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        # Registering on the inventory's hub is a write on that API, outside a partner's default scopes.
+        partner = bearer(settings, role="partner", party="partner-a",
+                         scopes=(*DEFAULT_SCOPES["partner"], "serviceInventory.write"))
         subscribed = client.post(f"{INVENTORY}/hub", json={"callback": listener.url}, headers=partner)
         assert subscribed.status_code == 201, subscribed.text
-        operator = {"X-Party-Role": "operator"}
+        operator = bearer(settings)
         mine = client.post(SERVICE, headers=operator, json={
             "name": "theirs", "state": "active", "serviceSpecification": {"id": "s"},
             "relatedParty": [{"id": "partner-a", "role": "supplier", "@referredType": "Organization"}]})

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import structlog
 from starlette.applications import Starlette
@@ -23,8 +24,9 @@ from gateway.portal import suite_apis
 from gateway.settings import parse_rate_limit, parse_upstreams
 from services.app import create_app
 from services.tmf.embedded import free_port
-from services.tmf.settings import SettingsError
+from services.tmf.settings import Settings, SettingsError
 from tests.conftest import make_settings
+from tests.support.auth import bearer
 from tests.support.server import serve
 
 INVENTORY = "/tmf-api/serviceInventory/v4"
@@ -32,10 +34,21 @@ SERVICE = {"name": "vpn", "state": "active", "serviceSpecification": {"id": "ip-
 
 
 @pytest.fixture(scope="module")
-def inventory_upstream(mongo_uri: str) -> Iterator[str]:
-    port = free_port()
-    with serve(create_app(make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")), port) as url:
+def upstream_settings(mongo_uri: str) -> Settings:
+    return make_settings(mongo_uri, public_url=f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.fixture(scope="module")
+def inventory_upstream(upstream_settings: Settings) -> Iterator[str]:
+    port = int(upstream_settings.public_url.rsplit(":", 1)[1])
+    with serve(create_app(upstream_settings), port) as url:
         yield url
+
+
+@pytest.fixture
+def operator(upstream_settings: Settings, inventory_upstream: str) -> dict[str, str]:
+    """The operator's Authorization header, which the gateway passes on to the API process."""
+    return bearer(upstream_settings)
 
 
 @contextmanager
@@ -46,21 +59,26 @@ def gateway_on(settings: GatewaySettings, **options: Any) -> Iterator[str]:
         yield url
 
 
-def test_routes_to_the_api_process_and_rewrites_hrefs_to_the_public_url(inventory_upstream: str) -> None:
+def test_routes_to_the_api_process_and_rewrites_hrefs_to_the_public_url(inventory_upstream: str,
+                                                                         operator: dict[str, str]) -> None:
     with gateway_on(GatewaySettings(upstreams={"serviceInventory": inventory_upstream})) as public:
-        created = httpx.post(f"{public}{INVENTORY}/service", json=SERVICE)
+        created = httpx.post(f"{public}{INVENTORY}/service", json=SERVICE, headers=operator)
         assert created.status_code == 201, created.text
         body = created.json()
         assert body["href"] == f"{public}{INVENTORY}/service/{body['id']}"
         assert created.headers["location"] == body["href"]
         assert inventory_upstream not in created.text
-        listed = httpx.get(f"{public}{INVENTORY}/service", params={"name": "vpn"})
+        listed = httpx.get(f"{public}{INVENTORY}/service", params={"name": "vpn"}, headers=operator)
         assert listed.status_code == 200
         assert all(item["href"].startswith(public) for item in listed.json())
         assert listed.headers["x-total-count"] == str(len(listed.json()))
         # Errors come back as the upstream wrote them.
-        missing = httpx.get(f"{public}{INVENTORY}/service/nope")
+        missing = httpx.get(f"{public}{INVENTORY}/service/nope", headers=operator)
         assert missing.status_code == 404 and missing.json()["@type"] == "Error"
+        # The API process, not the gateway, refuses a call without a token, and says so as TMF.
+        anonymous = httpx.get(f"{public}{INVENTORY}/service")
+        assert anonymous.status_code == 401 and anonymous.json()["@type"] == "Error"
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_a_path_no_api_serves_is_a_tmf_404(inventory_upstream: str) -> None:
@@ -94,13 +112,20 @@ def test_an_api_process_that_does_not_answer_in_time_is_a_504() -> None:
 
 
 async def _identify_bearer(authorization: str | None) -> Identity | None:
-    # Test stand-in for token validation: "Bearer <client>" names the client.
+    # Test stand-in for the gateway's token reading: the claims, unchecked (the API process
+    # behind checks the token itself).
     if authorization and authorization.startswith("Bearer "):
-        return Identity(authorization[7:], f"party-of-{authorization[7:]}", "partner")
+        claims = jwt.decode(authorization[7:], options={"verify_signature": False})
+        return Identity(claims["client_id"], claims["party_id"], claims["role"])
     return None
 
 
-def test_rate_limits_per_client_are_shared_by_gateway_replicas(inventory_upstream: str, mongo_uri: str) -> None:
+def partner(settings: Settings, client: str) -> dict[str, str]:
+    return bearer(settings, role="partner", party=f"party-of-{client}", client_id=client)
+
+
+def test_rate_limits_per_client_are_shared_by_gateway_replicas(inventory_upstream: str, mongo_uri: str,
+                                                               upstream_settings: Settings) -> None:
     database = f"gw_{uuid.uuid4().hex[:10]}"
     settings = GatewaySettings(upstreams={"serviceInventory": inventory_upstream},
                                rate_limit=tuple(parse_rate_limit("3/minute", "X")),
@@ -109,7 +134,7 @@ def test_rate_limits_per_client_are_shared_by_gateway_replicas(inventory_upstrea
     store = (mongo_uri, database)
     with gateway_on(settings, rate_limit_store=store, identify=_identify_bearer) as first, \
             gateway_on(settings, rate_limit_store=store, identify=_identify_bearer) as second:
-        alice = {"Authorization": "Bearer alice"}
+        alice = partner(upstream_settings, "alice")
         answers = [httpx.get(f"{url}{INVENTORY}/service", headers=alice).status_code
                    for url in (first, second, first)]
         assert answers == [200, 200, 200]
@@ -118,13 +143,14 @@ def test_rate_limits_per_client_are_shared_by_gateway_replicas(inventory_upstrea
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["reason"] == "Too many requests"
         # Another client has its own budget.
-        assert httpx.get(f"{first}{INVENTORY}/service", headers={"Authorization": "Bearer bob"}).status_code == 200
+        assert httpx.get(f"{first}{INVENTORY}/service", headers=partner(upstream_settings, "bob")).status_code == 200
 
 
-def test_audit_line_per_partner_call(inventory_upstream: str) -> None:
+def test_audit_line_per_partner_call(inventory_upstream: str, upstream_settings: Settings) -> None:
     settings = GatewaySettings(upstreams={"serviceInventory": inventory_upstream})
+    carol = partner(upstream_settings, "carol")
     with structlog.testing.capture_logs() as logs, gateway_on(settings, identify=_identify_bearer) as public:
-        httpx.get(f"{public}{INVENTORY}/service/unknown", headers={"Authorization": "Bearer carol"})
+        httpx.get(f"{public}{INVENTORY}/service/unknown", headers=carol)
         httpx.get(f"{public}{INVENTORY}/service")  # anonymous: nobody to audit
     lines = [line for line in logs if line.get("event") == "call"]
     assert lines == [{"event": "call", "log_level": "info", "client": "carol", "party": "party-of-carol",

@@ -236,7 +236,7 @@ def test_party_and_role_claims_are_checked(served: Served) -> None:
     invalid(validator, sign(served, claims(served, party_id="$where")), "not a valid party id")
     operator = authenticate(validator, sign(served, claims(served, role="operator", party_id=None, client_id=None)))
     assert operator.party_id is None and operator.client_id == "c1"  # sub when there is no client_id
-    assert operator.access_scope().unrestricted
+    assert operator.role == "operator"
     assert operator.scopes == frozenset({"serviceInventory.read"})
 
 

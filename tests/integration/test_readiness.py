@@ -6,12 +6,14 @@ partners' callbacks out."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -19,9 +21,11 @@ from services import inventory
 from services.app import create_app
 from services.tmf import hub as hub_module
 from services.tmf.api import ApiDeclaration, build_app
+from services.tmf.auth import AuthSettings
 from services.tmf.embedded import free_port
 from services.tmf.listener import Consumption
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer, consumer_secret, register_client, signed
 from tests.support.listener import Listener
 from tests.support.server import serve
 
@@ -59,6 +63,7 @@ def whole_suite(mongo_uri: str, **overrides: Any) -> Iterator[httpx.Client]:
                              alarm_hub_url=f"{base}{ALARMS}", sla_hub_url=f"{base}{SLA_API}",
                              delivery_poll_seconds=0.05, **overrides)
     with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
+        client.headers.update(bearer(settings))
         yield client
 
 
@@ -117,10 +122,11 @@ def test_without_private_callbacks_the_suites_own_subscriptions_still_work(mongo
                 refused = client.post(f"{ALARMS}/hub", json={"callback": callback})
                 assert refused.status_code == 400, callback
                 assert "private" in refused.json()["message"]
-            # The suite's own listener, registered again, is the existing subscription.
+            # Only the suite's own services may register the suite's own addresses, not a client,
+            # even the operator.
             again = client.post(f"{ALARMS}/hub", json={
                 "callback": f"{base}{PROBLEMS}", "query": "eventType=AlarmCreateEvent,AlarmStateChangeEvent"})
-            assert again.status_code == 200, again.text
+            assert again.status_code == 400, again.text
         assert partner.events() == []
     finally:
         partner.stop()
@@ -129,7 +135,8 @@ def test_without_private_callbacks_the_suites_own_subscriptions_still_work(mongo
 # --- a producer and a consumer in separate apps ----------------------------------------------------
 
 
-def consumer_app(settings, taken: list[dict[str, Any]], producer: str, pause: float = 0.0):
+def consumer_app(settings, taken: list[dict[str, Any]], producer: str, pause: float = 0.0,
+                 auth: AuthSettings | None = None):
     async def take(context, event):
         taken.append(event)
         # A handler that takes a while, as correlation does when it asks the inventory.
@@ -139,12 +146,18 @@ def consumer_app(settings, taken: list[dict[str, Any]], producer: str, pause: fl
         name="testConsumer", document=str(Path(__file__).parent.parent / "support" / "consumer.yaml"),
         base_path=CONSUMER, resources=(), has_hub=False,
         consumes=(Consumption(TAKES, hub=lambda s: producer, handle=take),))
-    return build_app([declaration], settings)
+    return build_app([declaration], settings, auth=auth)
+
+
+def consumer_key(producer: str) -> str:
+    """The key the test consumer keeps its progress and its hub secret under."""
+    return f"testConsumer {producer} eventType={','.join(TAKES)}"
 
 
 class Pair:
     """An inventory (the producer) and a consumer of its service events, each on its own port and
-    its own database, as in a split deployment."""
+    its own database, as in a split deployment: the producer issues the tokens, and the consumer
+    is its client (registered as with ``sqm client add``) and trusts it as its issuer."""
 
     def __init__(self, mongo_uri: str) -> None:
         self.producer_port, self.consumer_port = free_port(), free_port()
@@ -156,13 +169,22 @@ class Pair:
                                                delivery_max_attempts=1)
         self.consumer_settings = make_settings(mongo_uri, public_url=self.consumer_url, delivery_poll_seconds=0.05)
         self.taken: list[dict[str, Any]] = []
+        self.credentials = register_client(self.producer_settings, "test-consumer")
 
     def producer(self):
         return serve(build_app([inventory.API], self.producer_settings), self.producer_port)
 
     def consumer(self):
-        return serve(consumer_app(self.consumer_settings, self.taken, f"{self.producer_url}{INVENTORY}"),
-                     self.consumer_port)
+        environment = {"SQM_CLIENT_ID": self.credentials.client_id, "SQM_CLIENT_SECRET": self.credentials.client_secret,
+                       "SQM_TOKEN_URL": f"{self.producer_url}/oauth2/token"}
+        with mock.patch.dict(os.environ, environment):
+            app = consumer_app(self.consumer_settings, self.taken, f"{self.producer_url}{INVENTORY}",
+                               auth=AuthSettings(issuer=self.producer_url, builtin_issuer=False))
+        return serve(app, self.consumer_port)
+
+    def producer_client(self) -> httpx.Client:
+        """The operator on the producer (which must be serving)."""
+        return httpx.Client(base_url=self.producer_url, timeout=30, headers=bearer(self.producer_settings))
 
     def taken_ids(self) -> list[str]:
         return [e["eventId"] for e in self.taken]
@@ -183,7 +205,7 @@ def taken_about(pair: Pair, service_id: str) -> list[str]:
 
 def test_a_consumer_that_was_away_catches_up_after_it_restarts(mongo_uri):
     pair = Pair(mongo_uri)
-    with pair.producer(), httpx.Client(base_url=pair.producer_url, timeout=30) as producer:
+    with pair.producer(), pair.producer_client() as producer:
         with pair.consumer(), httpx.Client(base_url=pair.consumer_url, timeout=30) as consumer:
             assert eventually(lambda: answers_ready(consumer))
             [subscription] = [s["subscription"] for s in consumer.get("/health/ready").json()["subscriptions"]]
@@ -211,7 +233,7 @@ def test_on_first_start_a_consumer_takes_what_was_emitted_before_it_ever_subscri
     # A replay range may hold only this many events, so the catch-up must replay in windows.
     monkeypatch.setattr(hub_module, "MAX_REPLAY", 2)
     pair = Pair(mongo_uri)
-    with pair.producer(), httpx.Client(base_url=pair.producer_url, timeout=30) as producer:
+    with pair.producer(), pair.producer_client() as producer:
         earlier = [emit(producer, f"earlier {n}")[0] for n in range(3)]
         with pair.consumer(), httpx.Client(base_url=pair.consumer_url, timeout=30) as consumer:
             assert eventually(lambda: answers_ready(consumer))
@@ -245,7 +267,7 @@ def test_health_live_and_ready_while_the_producer_is_unreachable_and_after(mongo
         assert detailed.json()["ready"] is False
 
         # The producer comes up with events the consumer has not seen; it subscribes and takes them.
-        with pair.producer(), httpx.Client(base_url=pair.producer_url, timeout=30) as producer:
+        with pair.producer(), pair.producer_client() as producer:
             emitted = emit(producer, "meanwhile")[0]
             assert eventually(lambda: answers_ready(consumer))
             assert consumer.get("/health").json()["ready"] is True
@@ -259,12 +281,15 @@ def test_copies_of_one_event_arriving_together_are_taken_once(mongo_uri):
     port = free_port()
     taken: list[dict[str, Any]] = []
     settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")
-    app = consumer_app(settings, taken, f"http://127.0.0.1:{free_port()}{INVENTORY}", pause=0.2)
+    producer = f"http://127.0.0.1:{free_port()}{INVENTORY}"
+    app = consumer_app(settings, taken, producer, pause=0.2)
     event = {"eventId": "twice", "eventType": "ServiceCreateEvent", "eventTime": "2026-11-25T10:00:00Z",
              "event": {"service": {"id": "s1"}}}
     with serve(app, port) as base, httpx.Client(base_url=base, timeout=30) as client:
+        body, headers = signed(consumer_secret(settings, consumer_key(producer)), event)
+
         def send(_: int) -> int:
-            return client.post(f"{CONSUMER}/listener/serviceCreateEvent", json=event).status_code
+            return client.post(f"{CONSUMER}/listener/serviceCreateEvent", content=body, headers=headers).status_code
 
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(send, range(4))) == [204] * 4

@@ -11,13 +11,11 @@ import pytest
 import re2
 from starlette.testclient import TestClient
 
-from services.app import create_app
 from services.tmf.errors import BadRequest
 from services.tmf.events import EventFilter
 from services.tmf.query import database_pattern
 from services.tmf.spec import SchemaIndex, load_document
-from tests.conftest import INVENTORY, PUBLIC_URL, make_settings
-from tests.support.auth import bearer
+from tests.conftest import INVENTORY, make_settings, operator_client
 from tests.support.listener import Listener
 
 SERVICE = f"{INVENTORY}/service"
@@ -65,9 +63,7 @@ def regex_query(pattern: str) -> str:
 
 def app_with(mongo_uri: str, names: dict[str, str]) -> Iterator[TestClient]:
     """One app (and database) for a whole module: starting one costs seconds."""
-    settings = make_settings(mongo_uri)
-    with TestClient(create_app(settings), base_url=PUBLIC_URL) as client:
-        client.headers.update(bearer(settings))
+    with operator_client(make_settings(mongo_uri)) as client:
         for label, name in names.items():
             response = client.post(SERVICE, json={"name": name, "description": label, "state": "active",
                                                   "serviceSpecification": {"id": "spec"}})
@@ -144,8 +140,7 @@ def test_a_hub_query_with_a_catastrophic_pattern_delivers_the_right_events(mongo
     settings = make_settings(mongo_uri, delivery_backoff_seconds=0.05, delivery_poll_seconds=0.05)
     listener = Listener().start()
     try:
-        with TestClient(create_app(settings), base_url=PUBLIC_URL) as client:
-            client.headers.update(bearer(settings))
+        with operator_client(settings) as client:
             refused = client.post(f"{INVENTORY}/hub", json={"callback": listener.url,
                                                             "query": "event.service.name.regex=(a)%5C1"})
             assert refused.status_code == 400
@@ -195,9 +190,7 @@ def test_the_database_agrees_with_re2_on_the_patterns_it_runs(equivalence: TestC
 
 @pytest.fixture
 def small_scan(mongo_uri: str) -> Iterator[TestClient]:
-    settings = make_settings(mongo_uri, regex_scan_limit=3)
-    with TestClient(create_app(settings), base_url=PUBLIC_URL) as client:
-        client.headers.update(bearer(settings))
+    with operator_client(make_settings(mongo_uri, regex_scan_limit=3)) as client:
         for i in range(5):
             client.post(SERVICE, json={"name": f"edge-{i}", "state": "active" if i < 2 else "designed",
                                        "serviceSpecification": {"id": "spec"}}).raise_for_status()

@@ -5,6 +5,7 @@ dependency)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.auth import token_of
 
 SQM = Path(sys.executable).parent / "sqm"
 INVENTORY = "/tmf-api/serviceInventory/v4"
@@ -126,10 +129,31 @@ class Server:
     database_pid: int = 0
     database_port: int = 0
     reader: threading.Thread | None = None
+    data_dir: Path | None = None
+    # The server's database name: SQM_DATABASE, or the default.
+    database: str = "sqm"
+    # Given with --mongodb-uri; otherwise the server announces its embedded database in serve.json.
+    mongodb_uri: str = ""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def database_uri(self) -> str:
+        """The server's database: as given, or as the running server announced it for its data
+        dir in ``serve.json``."""
+        if self.mongodb_uri:
+            return self.mongodb_uri
+        assert self.data_dir is not None
+        return str(json.loads((self.data_dir / "serve.json").read_text())["database_uri"])
+
+    def bearer(self, **claims: Any) -> dict[str, str]:
+        """An Authorization header for this server (its own issuer, at its public URL), signed
+        with the key it keeps in its database; the operator's unless ``claims`` say otherwise."""
+        return {"Authorization": f"Bearer {token_of(self.database_uri(), self.database, self.url, **claims)}"}
+
+    def operator_headers(self) -> dict[str, str]:
+        return self.bearer()
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -209,7 +233,8 @@ def embedded_servers(tmp_path: Path) -> Iterator[StartSqm]:
                 stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
                 cwd=tmp_path, env=environment(**settings), start_new_session=own_group,
             )
-        server = Server(process, port, stderr_path)
+        server = Server(process, port, stderr_path, data_dir=data_dir,
+                        database=str(settings.get("database", "sqm")))
         started.append(server)
         server.start_reading()
         server.wait_ready()

@@ -106,7 +106,7 @@ def test_new_clients_are_checked(name: str, party: str, role: str, fragment: str
         check_client(name, party, role, None)
 
 
-def test_caller_scope_checks_and_access_scope() -> None:
+def test_caller_scope_checks() -> None:
     partner = Caller("partner-a", "partner", "c1", frozenset({"alarmManagement.write"}))
     partner.require_scope("alarmManagement.write")
     with pytest.raises(Forbidden) as caught:
@@ -114,9 +114,7 @@ def test_caller_scope_checks_and_access_scope() -> None:
     assert caught.value.status == 403
     assert caught.value.headers == {
         "WWW-Authenticate": 'Bearer error="insufficient_scope", scope="serviceInventory.write"'}
-    assert partner.access_scope().party_id == "partner-a" and not partner.access_scope().unrestricted
-    # The suite's own services read what the operator reads.
-    assert Caller(None, "service", "sla", frozenset()).access_scope().unrestricted
+    assert (partner.party_id, partner.role) == ("partner-a", "partner")
 
 
 def test_secret_hashes_are_salted_and_verified() -> None:

@@ -23,7 +23,7 @@ def test_defaults() -> None:
     settings = Settings.from_env()
     assert settings.page_default_limit == 100
     assert settings.page_max_limit == 1000
-    assert settings.trust_party_headers is False
+    assert settings.allow_private_callbacks is False
     assert settings.public_url == "http://127.0.0.1:8080"
 
 
@@ -41,7 +41,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "SQM_REGEX_SCAN_LIMIT": "500",
         "SQM_GRAPH_MAX_NODES": "500",
         "SQM_LOG_LEVEL": "debug",
-        "SQM_TRUST_PARTY_HEADERS": "true",
+        "SQM_ALLOW_PRIVATE_CALLBACKS": "true",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -49,23 +49,23 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         mongodb_uri="mongodb://db:27017/?replicaSet=rs0", database="sqm_test",
         public_url="https://api.example.com", page_default_limit=25, page_max_limit=250,
         max_body_bytes=4096, max_json_depth=8, query_timeout_ms=700, regex_max_length=64,
-        regex_scan_limit=500, graph_max_nodes=500, log_level="DEBUG", trust_party_headers=True,
+        regex_scan_limit=500, graph_max_nodes=500, log_level="DEBUG", allow_private_callbacks=True,
     )
 
 
 def test_documented_variables_cover_every_field() -> None:
     documented = dict(Settings.documented())
     assert documented["SQM_PAGE_MAX_LIMIT"] == 1000
-    assert documented["SQM_TRUST_PARTY_HEADERS"] is False
+    assert documented["SQM_ALLOW_PRIVATE_CALLBACKS"] is False
     assert len(documented) == len(Settings.__dataclass_fields__)
 
 
 def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQM_PAGE_MAX_LIMIT", "")
-    monkeypatch.setenv("SQM_TRUST_PARTY_HEADERS", "")
+    monkeypatch.setenv("SQM_ALLOW_PRIVATE_CALLBACKS", "")
     settings = Settings.from_env()
     assert settings.page_max_limit == 1000
-    assert settings.trust_party_headers is False
+    assert settings.allow_private_callbacks is False
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -73,14 +73,14 @@ def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ("0", False), ("false", False), ("No", False), ("off", False),
 ])
 def test_booleans(monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool) -> None:
-    monkeypatch.setenv("SQM_TRUST_PARTY_HEADERS", raw)
-    assert Settings.from_env().trust_party_headers is expected
+    monkeypatch.setenv("SQM_ALLOW_PRIVATE_CALLBACKS", raw)
+    assert Settings.from_env().allow_private_callbacks is expected
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "t"])
 def test_bad_boolean_names_the_variable(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
-    monkeypatch.setenv("SQM_TRUST_PARTY_HEADERS", raw)
-    with pytest.raises(SettingsError, match="SQM_TRUST_PARTY_HEADERS must be true or false"):
+    monkeypatch.setenv("SQM_ALLOW_PRIVATE_CALLBACKS", raw)
+    with pytest.raises(SettingsError, match="SQM_ALLOW_PRIVATE_CALLBACKS must be true or false"):
         Settings.from_env()
 
 
