@@ -69,8 +69,11 @@ class AuthenticationMiddleware:
         try:
             caller = await self.validator().authenticate(request.headers.get("authorization"))
             method = scope["method"].upper()
-            caller.require_scope(scope_for(api[1], method))
-            if caller.role == CUSTOMER and method not in _SAFE_METHODS:
+            # A hub subscription is a way of reading: managing one's own needs the read scope,
+            # and customers may have theirs too.
+            reading = method in _SAFE_METHODS or _is_hub(scope["path"][len(api[0]):])
+            caller.require_scope(scope_for(api[1], "GET" if reading else method))
+            if caller.role == CUSTOMER and not reading:
                 raise Forbidden("customers have read-only access to the APIs")
         except TmfError as exc:
             await _refuse(exc, scope, receive, send)
@@ -80,6 +83,10 @@ class AuthenticationMiddleware:
                            request_id=state.get("request_id"), traceparent=request.headers.get("traceparent"),
                            clock=self.clock)
         await self.app(scope, receive, send)
+
+
+def _is_hub(rest: str) -> bool:
+    return rest == "/hub" or rest.startswith("/hub/")
 
 
 async def _refuse(exc: TmfError, scope: Scope, receive: Receive, send: Send) -> None:

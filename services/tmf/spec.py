@@ -93,6 +93,9 @@ def declare_security(document: dict[str, Any], api_name: str) -> None:
             if "/listener/" in path:
                 # Listeners authenticate the producer by the X-Sqm-Signature of each event.
                 operation["security"] = []
+            elif path == "/hub" or path.startswith("/hub/"):
+                # Subscribing is a way of reading: one's own subscriptions need the read scope.
+                operation["security"] = [{"oauth2": [read]}]
             else:
                 operation["security"] = [{"oauth2": [read if method in _SAFE else write]}]
 
