@@ -33,6 +33,7 @@ from gateway.wiring import in_process, standalone  # noqa: E402
 from services import clients  # noqa: E402
 from services.app import API_NAMES, create_app, select  # noqa: E402
 from services.tmf.api import is_ready, issuer_of  # noqa: E402
+from services.tmf.auth.settings import AuthSettings  # noqa: E402
 from services.tmf.embedded import EmbeddedDatabase, EmbeddedDatabaseError  # noqa: E402
 from services.tmf.logging import configure_logging  # noqa: E402
 from services.tmf.settings import Settings, SettingsError  # noqa: E402
@@ -331,9 +332,14 @@ def _default_text(value: Any) -> str:
     return str(value) if value != "" else "(not set)"
 
 
+def documented_variables() -> list[tuple[str, Any]]:
+    """Every ``SQM_*`` variable an API process reads, with its default."""
+    return [*Settings.documented(), *AuthSettings.documented()]
+
+
 def environment_defaults() -> list[tuple[str, str]]:
     """Every ``SQM_*`` variable with the default ``sqm serve`` uses, as ``serve --help`` shows it."""
-    return [(name, SERVE_DEFAULTS.get(name, _default_text(default))) for name, default in Settings.documented()]
+    return [(name, SERVE_DEFAULTS.get(name, _default_text(default))) for name, default in documented_variables()]
 
 
 def _environment_help() -> str:

@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 from starlette.responses import Response
 
 from . import outgoing
+from .auth.service import CredentialsUnavailable
 from .delivery import SIGNATURE_HEADER, verify
 from .errors import BadRequest, Unauthorized
 from .events import now_text
@@ -201,8 +202,9 @@ class ListenerApi:
                     await self._catch_up(client, hub, self.subscription)
                     self.caught_up, self.problem = True, None
                     return
-                except (httpx.HTTPError, PyMongoError, CatchUpError) as exc:
-                    problem = str(exc) if isinstance(exc, CatchUpError) else f"{type(exc).__name__}: {exc}"[:300]
+                except (httpx.HTTPError, PyMongoError, CatchUpError, CredentialsUnavailable) as exc:
+                    problem = (str(exc) if isinstance(exc, CatchUpError | CredentialsUnavailable)
+                               else f"{type(exc).__name__}: {exc}"[:300])
                     if problem != self.problem:
                         log.warning("not subscribed yet; trying again", api=self.context.name, hub=hub,
                                     problem=problem)

@@ -90,10 +90,14 @@ def declare_security(document: dict[str, Any], api_name: str) -> None:
         for method, operation in operations.items():
             if method not in _OPERATIONS or not isinstance(operation, dict):
                 continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {"$ref": "#/components/responses/Unauthorized"})
             if "/listener/" in path:
                 # Listeners authenticate the producer by the X-Sqm-Signature of each event.
                 operation["security"] = []
-            elif path == "/hub" or path.startswith("/hub/"):
+                continue
+            responses.setdefault("403", {"$ref": "#/components/responses/Forbidden"})
+            if path == "/hub" or path.startswith("/hub/"):
                 # Subscribing is a way of reading: one's own subscriptions need the read scope.
                 operation["security"] = [{"oauth2": [read]}]
             else:

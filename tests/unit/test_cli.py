@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import environment_defaults, main
-from services.tmf.settings import Settings
+from services.cli import documented_variables, environment_defaults, main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -32,7 +31,7 @@ def test_serve_help_describes_the_command_and_lists_every_variable(capsys: pytes
     assert "Run every API of the suite" in text
     assert "--unsafe-skip-fsync" in text
     listed = dict(re.findall(r"^  (SQM_[A-Z_]+) +(.+)$", text, flags=re.MULTILINE))
-    assert list(listed) == [name for name, _ in Settings.documented()]
+    assert list(listed) == [name for name, _ in documented_variables()]
     assert listed == dict(environment_defaults())
     assert listed["SQM_PAGE_MAX_LIMIT"] == "1000"
     assert listed["SQM_UNSAFE_SKIP_FSYNC"] == "false"
@@ -41,7 +40,7 @@ def test_serve_help_describes_the_command_and_lists_every_variable(capsys: pytes
 
 def test_readme_documents_every_variable_once() -> None:
     in_readme = [name for names, _ in readme_table() for name in names]
-    assert sorted(in_readme) == sorted(name for name, _ in Settings.documented())
+    assert sorted(in_readme) == sorted(name for name, _ in documented_variables())
     assert len(in_readme) == len(set(in_readme))
 
 

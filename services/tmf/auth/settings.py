@@ -68,3 +68,13 @@ class AuthSettings:
                                                  cls.jwks_refetch_interval_seconds, 0.0),
         )
         return replace(base, **overrides)
+
+    @classmethod
+    def documented(cls) -> list[tuple[str, Any]]:
+        """The variables read by :meth:`from_env`, with their defaults (an empty issuer: the
+        suite issues its own tokens)."""
+        return [("SQM_OAUTH_ISSUER", ""), ("SQM_OAUTH_AUDIENCE", DEFAULT_AUDIENCE), ("SQM_OAUTH_JWKS_URL", ""),
+                ("SQM_OAUTH_PARTY_CLAIM", cls.party_claim), ("SQM_OAUTH_ROLE_CLAIM", cls.role_claim),
+                ("SQM_OAUTH_SCOPE_CLAIM", cls.scope_claim), ("SQM_OAUTH_CLOCK_SKEW_SECONDS", cls.clock_skew_seconds),
+                ("SQM_OAUTH_JWKS_REFETCH_SECONDS", cls.jwks_refetch_interval_seconds),
+                ("SQM_TOKEN_LIFETIME_SECONDS", cls.token_lifetime_seconds)]
