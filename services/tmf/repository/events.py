@@ -248,6 +248,19 @@ class EventStore:
         await self.received.update_one(
             {"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api, "receivedAt": at}}, upsert=True)
 
+    async def received_among(self, event_ids: Collection[str]) -> set[str]:
+        """Which of ``event_ids`` were taken before: one read for a whole batch."""
+        found = await self.received.find({"_id": {"$in": list(set(event_ids))}}, {"_id": 1}).to_list()
+        return {str(d["_id"]) for d in found}
+
+    async def mark_received_many(self, events: Iterable[tuple[str, str]], api: str, at: str) -> None:
+        """Record ``(eventId, eventType)`` pairs as taken, in one write; taken twice stays once."""
+        operations = [UpdateOne({"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api,
+                                                                     "receivedAt": at}}, upsert=True)
+                      for event_id, event_type in events]
+        if operations:
+            await self.received.bulk_write(operations, ordered=False)
+
     async def took(self, consumer: str, event_time: str) -> None:
         """Remember that ``consumer`` took an event of ``event_time`` (normalised UTC text, whose
         order is time order); only the latest time is kept, whatever order events come in."""
