@@ -23,6 +23,7 @@ from .batching import Coalescer
 from .delivery import SIGNATURE_HEADER, verify
 from .errors import BadRequest, Unauthorized
 from .events import now_text
+from .middleware import RAW_BODY
 from .query import normalize_date_time
 from .resource import Handler
 
@@ -142,7 +143,9 @@ class ListenerApi:
             self._secret = await self.context.events.consumer_secret(self.consumer)
         secret = self._secret
         header = request.headers.get(SIGNATURE_HEADER)
-        if not header or not verify(secret, header, await request.body(), SIGNATURE_TOLERANCE_SECONDS):
+        raw = request.scope.get("state", {}).get(RAW_BODY)
+        body = raw if isinstance(raw, bytes) else await request.body()
+        if not header or not verify(secret, header, body, SIGNATURE_TOLERANCE_SECONDS):
             raise Unauthorized(f"listeners take only events signed by the producer's hub ({SIGNATURE_HEADER}, "
                                f"within {SIGNATURE_TOLERANCE_SECONDS} s)", challenge='Signature realm="tmf-sqm"')
 

@@ -12,6 +12,7 @@ import pytest
 from services.app import create_app
 from services.tmf.embedded import free_port
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer
 from tests.support.listener import Listener
 from tests.support.server import serve
 
@@ -30,6 +31,7 @@ def suite(mongo_uri) -> Iterator[httpx.Client]:
                              delivery_poll_seconds=0.05, problem_damping_seconds=300)
     with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
         assert eventually(lambda: client.get("/health/ready").status_code == 200)
+        client.headers.update(bearer(settings))
         yield client
 
 
