@@ -14,6 +14,7 @@ from services.app import create_app
 from services.tmf.delivery import SIGNATURE_HEADER, verify
 from services.tmf.spec import load_document
 from tests.conftest import INVENTORY, make_settings
+from tests.support.auth import bearer
 from tests.support.listener import Listener
 
 SERVICE = f"{INVENTORY}/service"
@@ -33,6 +34,7 @@ def fast_client(mongo_uri) -> Iterator[TestClient]:
     settings = make_settings(mongo_uri, delivery_backoff_seconds=0.05, delivery_backoff_max_seconds=0.2,
                              delivery_max_attempts=4, delivery_poll_seconds=0.05)
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         yield client
 
 
@@ -114,6 +116,7 @@ def test_listener_outage_then_recovery_delivers_everything_in_order(mongo_uri, l
     settings = make_settings(mongo_uri, delivery_backoff_seconds=0.05, delivery_backoff_max_seconds=0.3,
                              delivery_max_attempts=1000, delivery_poll_seconds=0.05)
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         subscribe(client, listener)
         listener.answer = 503
         services = [create(client, name=f"s{i}") for i in range(3)]

@@ -5,6 +5,7 @@ visibility operations need. Batches everywhere: no round trip per delivery."""
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -31,6 +32,17 @@ UNDELIVERED = ["pending", "retrying"]
 # deliveries, where an ``$or`` with null makes some servers read the whole collection.
 NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
 STATES = ("pending", "retrying", "delivered", "dead", "suspended")
+# The due-work query reads deliveries window by window of nextAttemptAt, from the earliest one
+# that may still be waiting: its cost follows the deliveries in the windows it reads, not every
+# undelivered one. A delivery is stamped before its transaction commits, so the windows never
+# start later than COMMIT_MARGIN before now; and every SWEEP_SECONDS one query over everything
+# due finds what the windows passed by (a lease that ran out, a commit later than the margin).
+DUE_WINDOW = timedelta(seconds=1)
+COMMIT_MARGIN = timedelta(seconds=2)
+SWEEP_SECONDS = 5.0
+# Further back than this many windows (a delivery long blocked behind a retrying one of its
+# lane), one query over everything due is cheaper than the walk.
+MAX_WINDOWS = 30
 
 
 def utcnow() -> datetime:
@@ -47,6 +59,25 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
         result: T = await session.with_transaction(
             body, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
         return result
+
+
+def _aware(moment: datetime) -> datetime:
+    """Stored times come back without a zone; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _take_due(rows: list[dict[str, Any]], wanted: int,
+              saturated: Collection[str]) -> tuple[list[dict[str, Any]], datetime | None]:
+    """The first ``wanted`` of ``rows`` (due, in time order) not for ``saturated`` subscribers,
+    and the earliest time of a row passed over."""
+    taken: list[dict[str, Any]] = []
+    passed_over: datetime | None = None
+    for row in rows:
+        if len(taken) < wanted and row["subscriptionId"] not in saturated:
+            taken.append(row)
+        elif passed_over is None:
+            passed_over = row["nextAttemptAt"]
+    return taken, passed_over
 
 
 @dataclass
@@ -68,11 +99,15 @@ class EventStore:
         self.hub = database[HUB]
         self.received = database[RECEIVED]
         self.consumers = database[CONSUMERS]
+        # Where this process's next due-work window starts (None: sweep first), and when it sweeps.
+        self._due_from: datetime | None = None
+        self._sweep_at = 0.0
 
     async def ensure_indexes(self) -> None:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
         await self.deliveries.create_indexes([
             IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
+            IndexModel([("nextAttemptAt", ASCENDING)]),
             IndexModel([("lane", ASCENDING), ("seq", ASCENDING)]),
             IndexModel([("claim", ASCENDING)]),
             IndexModel([("subscriptionId", ASCENDING), ("state", ASCENDING), ("createdAt", ASCENDING)]),
@@ -131,11 +166,7 @@ class EventStore:
         capacity; return them with their events and subscriptions. Deliveries to ``saturated``
         subscribers are not even looked at, so that their backlog cannot crowd out the others."""
         now = utcnow()
-        due = await self.deliveries.find(
-            {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now},
-             **({"subscriptionId": {"$nin": list(saturated)}} if saturated else {})},
-            {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING)], limit=limit * 4,
-        ).to_list()
+        due, passed_over = await self._due(now, limit * 4, saturated)
         heads: dict[str, dict[str, Any]] = {}
         for d in due:
             if d["lane"] not in heads or d["seq"] < heads[d["lane"]]["seq"]:
@@ -159,6 +190,11 @@ class EventStore:
             chosen.append(d["_id"])
             if len(chosen) >= limit:
                 break
+        taken_ids = set(chosen)
+        waiting = [_aware(d["nextAttemptAt"]) for d in due if d["_id"] not in taken_ids]
+        if passed_over is not None:
+            waiting.append(_aware(passed_over))
+        self._advance(now, min(waiting) if waiting else None)
         if not chosen:
             return []
         token = uuid.uuid4().hex
@@ -173,6 +209,37 @@ class EventStore:
                          await self.hub.find({"_id": {"$in": list({c["subscriptionId"] for c in claimed})}}).to_list()}
         return [({**c, "subscription": subscriptions.get(c["subscriptionId"])}, events[c["eventId"]])
                 for c in claimed if c["eventId"] in events]
+
+    async def _due(self, now: datetime, wanted: int,
+                   saturated: Collection[str]) -> tuple[list[dict[str, Any]], datetime | None]:
+        """Up to ``wanted`` due, unleased deliveries to subscribers not ``saturated``, earliest
+        first; and the earliest time from which due deliveries were passed over (those of
+        saturated subscribers, those beyond ``wanted``), None when none were."""
+        fields = {"lane": 1, "seq": 1, "subscriptionId": 1, "state": 1, "nextAttemptAt": 1}
+        start = self._due_from
+        if start is None or time.monotonic() >= self._sweep_at or now - start > MAX_WINDOWS * DUE_WINDOW:
+            self._sweep_at = time.monotonic() + SWEEP_SECONDS
+            swept = await self.deliveries.find(
+                {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now}},
+                fields, sort=[("nextAttemptAt", ASCENDING)]).to_list()
+            return _take_due(swept, wanted, saturated)
+        found: list[dict[str, Any]] = []
+        while len(found) < wanted and start < now:
+            end = min(now, start + DUE_WINDOW)
+            # Only the time range in the query: that is what the database narrows by index; the
+            # state is checked here (the window also holds deliveries already made).
+            window = await self.deliveries.find(
+                {"nextAttemptAt": {"$gte": start, "$lt": end} if end < now else {"$gte": start, "$lte": now},
+                 "leaseUntil": {"$lt": now}}, fields, sort=[("nextAttemptAt", ASCENDING)]).to_list()
+            found += [d for d in window if d["state"] in UNDELIVERED]
+            start = end
+        return _take_due(found, wanted, saturated)
+
+    def _advance(self, now: datetime, earliest_waiting: datetime | None) -> None:
+        """The next window starts at the earliest due delivery left waiting, else as late as
+        the commit margin allows."""
+        latest = now - COMMIT_MARGIN
+        self._due_from = min(_aware(earliest_waiting), latest) if earliest_waiting is not None else latest
 
     async def settle(self, outcomes: Iterable[Outcome]) -> None:
         now = utcnow()
