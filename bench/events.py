@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pymongo import AsyncMongoClient
 
+from services.tmf.auth import SCOPES, AuthSettings, TokenIssuer
 from services.tmf.embedded import EmbeddedDatabase, free_port
 
 HOST = "127.0.0.1"
@@ -123,6 +125,25 @@ def start_suite(uri: str, database: str, workdir: Path, env: dict[str, str]) -> 
     return process, f"http://{HOST}:{port}"
 
 
+def bearer(uri: str, database: str, suite_url: str, lifetime_seconds: int = 4 * 3600) -> dict[str, str]:
+    """An operator's Authorization header for the suite at ``suite_url``, minted with the signing
+    key the suite's built-in issuer keeps in its database (so call it once the suite is ready).
+    It lasts ``lifetime_seconds``: longer than any run, so the load never stops to renew it."""
+
+    async def mint() -> str:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+        try:
+            issuer = TokenIssuer(AuthSettings.from_env(issuer=suite_url, builtin_issuer=True,
+                                                       token_lifetime_seconds=lifetime_seconds))
+            issuer.connect(client[database])
+            token, _ = await issuer.issue({"_id": "bench", "party_id": "operator", "role": "operator"}, SCOPES)
+            return token
+        finally:
+            await client.close()
+
+    return {"Authorization": f"Bearer {asyncio.run(mint())}"}
+
+
 def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=2.0) as client:
@@ -191,11 +212,33 @@ def service_body(tag: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
+class Pace:
+    """Open-loop pacing: the n-th request taken is not sent before ``n / rate`` seconds after the
+    first; without a rate, every request goes as soon as a worker is free."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.taken = 0
+        self.start: float | None = None
+
+    async def wait(self) -> None:
+        n, self.taken = self.taken, self.taken + 1
+        if not self.rate:
+            return
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        delay = self.start + n / self.rate - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 async def drive(client: httpx.AsyncClient, requests: Sequence[tuple[str, str, str, Any]], concurrency: int,
-                answered: dict[str, float], errors: Counter[str]) -> list[str]:
+                answered: dict[str, float], errors: Counter[str], pace: Pace | None = None) -> list[str]:
     """Send ``(tag, method, url, body)`` requests from ``concurrency`` workers, each sending its
-    next one as soon as the last one answered; ``answered[tag]`` is when the answer came
-    (``time.monotonic()``). Returns the ids of the services created, in request order."""
+    next one as soon as the last one answered (and ``pace`` allows); ``answered[tag]`` is when
+    the answer came (``time.monotonic()``). Returns the ids of the services created, in request
+    order."""
     created: list[str] = [""] * len(requests)
     next_index = 0
 
@@ -204,6 +247,8 @@ async def drive(client: httpx.AsyncClient, requests: Sequence[tuple[str, str, st
         while next_index < len(requests):
             i = next_index
             next_index += 1
+            if pace is not None:
+                await pace.wait()
             tag, method, url, body = requests[i]
             headers = {"Content-Type": MERGE_PATCH if method == "PATCH" else "application/json"}
             try:
@@ -223,11 +268,13 @@ async def drive(client: httpx.AsyncClient, requests: Sequence[tuple[str, str, st
 
 
 async def run_scenario(scenario: Scenario, suite_url: str, control: str, callbacks: Sequence[str],
-                       options: Options, rng: random.Random, pids: dict[str, int]) -> Scenario:
+                       options: Options, rng: random.Random, pids: dict[str, int],
+                       auth: dict[str, str]) -> Scenario:
     """Warm up, subscribe ``callbacks``, then half the changes create services and the other
     half PATCH their descriptions (one event per change, tagged with a unique description)."""
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    async with httpx.AsyncClient(base_url=suite_url, trust_env=False, timeout=60.0, limits=limits) as client, \
+    async with httpx.AsyncClient(base_url=suite_url, trust_env=False, timeout=60.0, limits=limits,
+                                 headers=auth) as client, \
             httpx.AsyncClient(base_url=control, trust_env=False, timeout=60.0) as listeners:
         unmeasured: Counter[str] = Counter()
         warm = [(f"warm-{i}", "POST", f"{INVENTORY}/service", service_body(f"warm-{i}", rng)) for i in range(WARMUP)]
@@ -243,16 +290,17 @@ async def run_scenario(scenario: Scenario, suite_url: str, control: str, callbac
         creates = changes // 2
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         began = time.monotonic()
+        pace = Pace(options.rate)
         created = await drive(client, [
             (f"c{i}", "POST", f"{INVENTORY}/service", service_body(f"c{i}", rng)) for i in range(creates)
-        ], options.concurrency, answered, scenario.errors)
+        ], options.concurrency, answered, scenario.errors, pace)
         if not created:
             raise SystemExit(f"{scenario.name}: no service was created: {scenario.errors.most_common(3)}")
         targets = rng.sample(created, len(created))
         await drive(client, [
             (f"p{j}", "PATCH", f"{INVENTORY}/service/{targets[j % len(targets)]}", {"description": f"p{j}"})
             for j in range(changes - creates)
-        ], options.concurrency, answered, scenario.errors)
+        ], options.concurrency, answered, scenario.errors, pace)
         scenario.change_seconds = time.monotonic() - began
         scenario.changes = len(answered)
 
@@ -308,6 +356,7 @@ class Options:
     concurrency: int
     max_seconds: float
     poll_seconds: float | None
+    rate: float | None
     seed: int
     output: Path
     quick: bool
@@ -342,7 +391,9 @@ def measure(database: EmbeddedDatabase, workdir: Path, options: Options) -> tupl
                 wait_ready(suite, url, workdir / f"suite-{name}.log")
                 pids = {"suite": suite.pid, "database": database.process.pid, "listeners": listeners.pid,
                         "load generator": os.getpid()}
-                asyncio.run(run_scenario(scenario, url, control, callbacks[:scenario.listeners], options, rng, pids))
+                auth = bearer(database.uri, name, url)
+                asyncio.run(run_scenario(scenario, url, control, callbacks[:scenario.listeners], options, rng, pids,
+                                         auth))
             finally:
                 stop(suite)
             done.append(scenario)
@@ -386,8 +437,9 @@ def report(rows: Sequence[Scenario], baselines: Sequence[Scenario], options: Opt
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; embedded database "
         f"(SecantusDB, fresh temporary storage dir, a fresh database and suite process per scenario); "
         f"at most {options.changes} changes and {options.max_deliveries} deliveries per scenario, changes "
-        f"made by {options.concurrency} concurrent clients; "
-        f"delivery poll {poll}; at most {options.max_seconds:.0f} s per scenario; whole run {elapsed:.0f} s; "
+        f"made by {options.concurrency} concurrent clients"
+        + (f", paced at {options.rate:g} changes/s; " if options.rate else "; ")
+        + f"delivery poll {poll}; at most {options.max_seconds:.0f} s per scenario; whole run {elapsed:.0f} s; "
         f"load average {load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         table(rows),
@@ -441,6 +493,8 @@ def parse_args(argv: list[str] | None) -> Options:
                              "for deliveries when reached and says so (default 200)")
     parser.add_argument("--poll-seconds", type=float, default=None,
                         help="SQM_DELIVERY_POLL_SECONDS for the suite (default: the suite's default)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="changes per second, paced open-loop (default: as fast as the clients go)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown result file (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -455,10 +509,10 @@ def parse_args(argv: list[str] | None) -> Options:
         listeners=listeners,
         concurrency=args.concurrency,
         max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
-        poll_seconds=args.poll_seconds, seed=args.seed, output=args.output, quick=args.quick,
+        poll_seconds=args.poll_seconds, rate=args.rate, seed=args.seed, output=args.output, quick=args.quick,
     )
     if (options.changes < 2 or options.max_deliveries < 1 or options.concurrency < 1 or options.max_seconds <= 0
-            or not listeners or listeners[0] < 1 or listeners[-1] > 200):
+            or not listeners or listeners[0] < 1 or listeners[-1] > 200 or (args.rate is not None and args.rate <= 0)):
         parser.error("--changes needs at least 2; --concurrency and --max-seconds must be positive; "
                      "listener counts between 1 and 200")
     return options

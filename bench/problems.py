@@ -36,7 +36,7 @@ import httpx
 from pymongo import monitoring
 
 from bench import inventory
-from bench.events import cpu_seconds, percentile, start_process, stop, wait_ready
+from bench.events import bearer, cpu_seconds, percentile, start_process, stop, wait_ready
 from bench.servers import main as serve
 from services.tmf.embedded import EmbeddedDatabase, free_port
 
@@ -394,9 +394,9 @@ async def list_problems(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 
 async def run_baseline(scenario: Scenario, url: str, bodies: Sequence[dict[str, Any]], options: Options,
-                       pids: dict[str, int]) -> Scenario:
+                       pids: dict[str, int], auth: dict[str, str]) -> Scenario:
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60.0, limits=limits, headers=auth) as client:
         cpu_before = {name: cpu_of(pid) for name, pid in pids.items()}
         await send_alarms(client, bodies, options.concurrency, time.monotonic() + options.max_seconds, scenario,
                           {}, {})
@@ -406,7 +406,8 @@ async def run_baseline(scenario: Scenario, url: str, bodies: Sequence[dict[str, 
 
 async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequence[str],
                     bodies: Sequence[dict[str, Any]], options: Options, pids: dict[str, int],
-                    profiler: Profiler | None, commands: Callable[[], dict[str, list[float]]]) -> Scenario:
+                    profiler: Profiler | None, commands: Callable[[], dict[str, list[float]]],
+                    auth: dict[str, str]) -> Scenario:
     """Send the alarms while polling the problems; stop when every accepted alarm is listed in a
     problem, at the time limit, or when correlation stalls after the last alarm was sent."""
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
@@ -414,8 +415,8 @@ async def run_storm(scenario: Scenario, url: str, subscription: str, roots: Sequ
     root_of: dict[str, str] = {}
     seen: dict[str, tuple[float, float]] = {}  # alarm id -> (poll before sent at, first poll answered at)
     last_problems: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0, limits=limits) as client, \
-            httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0) as poller:
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0, limits=limits, headers=auth) as client, \
+            httpx.AsyncClient(base_url=url, trust_env=False, timeout=120.0, headers=auth) as poller:
         commands()  # counting starts here
         cpu_before = {name: cpu_of(pid) for name, pid in pids.items()}
         if profiler is not None:
@@ -552,7 +553,8 @@ def measure(database: EmbeddedDatabase, workdir: Path,
             wait_ready(suite, url, workdir / f"suite-{name}.log")
             pids = {"suite": suite.pid, "database": database_pid, "load generator": os.getpid()}
             bodies = [alarm_body(n, f"baseline-link-{n % options.roots}", rng) for n in range(options.baseline_alarms)]
-            scenario = asyncio.run(run_baseline(Scenario("baseline", False), url, bodies, options, pids))
+            auth = bearer(database.uri, name, url)
+            scenario = asyncio.run(run_baseline(Scenario("baseline", False), url, bodies, options, pids, auth))
         finally:
             stop(suite)
         baselines.append(scenario)
@@ -567,7 +569,8 @@ def measure(database: EmbeddedDatabase, workdir: Path,
         wait_ready(suite, url, log)
         subscription = wait_subscribed(suite, url, log)
         print(f"the problem service is subscribed to the alarm hub ({subscription})", flush=True)
-        graph = asyncio.run(seed(url, options, rng))
+        auth = bearer(database.uri, name, url)
+        graph = asyncio.run(seed(url, options, rng, auth))
         sizes = [len(level) for level in graph.levels]
         roots = rng.sample(graph.access_links, options.roots)
         notes.append(f"inventory: {options.services} services in {inventory.LEVELS} levels (bottom to top "
@@ -587,7 +590,8 @@ def measure(database: EmbeddedDatabase, workdir: Path,
             profiler = Profiler(options.profile, {"suite": suite.pid, "database": database_pid},
                                 options.profile_rate)
         storm = asyncio.run(run_storm(Scenario("alarm storm, problem service subscribed", True), url, subscription,
-                                      roots, bodies, options, pids, profiler, lambda: read_commands(suite, stats)))
+                                      roots, bodies, options, pids, profiler, lambda: read_commands(suite, stats),
+                                      auth))
     finally:
         stop(suite)
     print(f"  {storm.accepted} alarms accepted, {storm.accepted_per_second:.1f}/s; {storm.correlated} correlated, "
@@ -597,12 +601,13 @@ def measure(database: EmbeddedDatabase, workdir: Path,
     return [merge_baselines(baselines), storm], baselines, notes
 
 
-async def seed(url: str, options: Options, rng: random.Random) -> inventory.Graph:
+async def seed(url: str, options: Options, rng: random.Random, auth: dict[str, str]) -> inventory.Graph:
     seeding = inventory.Options(services=options.services, requests=0, concurrency=options.concurrency,
                                 max_seconds=options.max_seconds, seed=options.seed, output=options.output,
                                 quick=options.quick)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120.0, trust_env=False,
+                                 headers=auth) as client:
         print(f"seeding {options.services} services through POST /service ({options.concurrency} concurrent "
               "clients) ...", flush=True)
         graph, row = await inventory.seed_graph(client, seeding, rng)

@@ -3,8 +3,11 @@ inventory's impact graph, with the responsible party, the customer-facing servic
 problems above it grouped under it.
 
 The problem service learns of alarms and violations as any partner would, from the public hubs
-of the alarm and SLA APIs, and asks the inventory through its public API. Impact answers are
-cached briefly: in an alarm storm most alarms share a few root causes.
+of the alarm and SLA APIs, and asks the inventory through its public API. In an alarm storm
+most alarms share a few root causes, so the work is shaped per root: one impact lookup per root
+at a time (answers kept for a while and refreshed in the background, never waited for twice),
+and the alarms of one root that arrive while its problem is being written go into the next
+single write together.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -20,6 +24,7 @@ import httpx
 import structlog
 
 from services.tmf import outgoing
+from services.tmf.batching import KeyedCoalescer
 from services.tmf.call import SYSTEM
 from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
@@ -54,20 +59,43 @@ def element(alarm: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
     return kind, str(target["id"]), target
 
 
+ImpactKey = tuple[str, str]
+
+
 class ImpactCache:
-    """Impact graphs from the inventory's public API, kept ``ttl`` seconds."""
+    """Impact graphs from the inventory's public API. An answer is fresh for ``ttl`` seconds;
+    after that it is still served while one background lookup replaces it, so a storm longer
+    than ``ttl`` never waits on the inventory again for a root it already knows, and the graph
+    it uses is at most one lookup older than ``ttl``. Concurrent misses for one element share
+    a single lookup."""
 
     def __init__(self, inventory_url: str, ttl: float, auth: httpx.Auth | None = None) -> None:
         self.inventory_url = inventory_url
         self.ttl = ttl
         self.auth = auth
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+        self._entries: dict[ImpactKey, tuple[float, dict[str, Any] | None]] = {}
+        self._lookups: dict[ImpactKey, asyncio.Task[dict[str, Any] | None]] = {}
 
     async def impact(self, kind: str, element_id: str) -> dict[str, Any] | None:
         key = (kind, element_id)
         cached = self._entries.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None:
+            if cached[0] <= time.monotonic():
+                self._lookup(key)  # refreshed in the background; the last answer serves meanwhile
             return cached[1]
+        return await asyncio.shield(self._lookup(key))
+
+    def _lookup(self, key: ImpactKey) -> asyncio.Task[dict[str, Any] | None]:
+        running = self._lookups.get(key)
+        if running is None:
+            running = self._lookups[key] = asyncio.create_task(self._fetch(key))
+            running.add_done_callback(lambda _: self._lookups.pop(key, None))
+            # A failed background refresh is only logged; the next caller after expiry tries again.
+            running.add_done_callback(_log_failure)
+        return running
+
+    async def _fetch(self, key: ImpactKey) -> dict[str, Any] | None:
+        kind, element_id = key
         path = f"/resourceImpact/{element_id}" if kind == "resource" else f"/service/{element_id}/impact"
         async with outgoing.client(30, auth=self.auth) as client:
             response = await client.get(f"{self.inventory_url}{path}")
@@ -87,6 +115,20 @@ class ImpactCache:
             return None
         found: dict[str, Any] | None = response.json() if response.status_code == 200 else None
         return found
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An alarm waiting to join its root's problem, with what correlation learned about it."""
+
+    alarm: dict[str, Any]
+    target: dict[str, Any]
+    graph: dict[str, Any]
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("impact lookup failed", error=f"{type(task.exception()).__name__}: {task.exception()}"[:300])
 
 
 def responsible_party(graph: dict[str, Any]) -> dict[str, Any] | None:
@@ -120,6 +162,7 @@ class Correlator:
         settings = context.settings
         self.impacts = ImpactCache(settings.inventory_url, settings.impact_cache_seconds, context.service_auth())
         self._locks: dict[str, asyncio.Lock] = {}
+        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(self._correlate)
 
     @property
     def trusted_owners(self) -> list[str | None]:
@@ -155,28 +198,37 @@ class Correlator:
             log.info("alarm not correlated: its object is not in the inventory", alarm=alarm["id"],
                      alarmedObject=element_id)
             return
-        key = f"{kind}:{element_id}"
+        # Returns once the alarm is in its root's problem (written in a batch with the other
+        # alarms of that root that came meanwhile): only then may the delivery be answered.
+        await self._roots.submit(f"{kind}:{element_id}", Raised(alarm, target, graph))
+        problem_updated(accepted_at)  # telemetry: sqm_correlation_lag_seconds
+
+    async def _correlate(self, key: str, batch: list[Raised]) -> list[None]:
+        """Put the alarms of one root cause into its one open problem, in a single write."""
+        kind, element_id = key.split(":", 1)
+        alarms = list({r.alarm["id"]: r.alarm for r in batch}.values())
+        graph = batch[-1].graph
+        impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
+                          | ({element_id} if kind == "service" else set()))
         async with self.lock(key):
             problem = await self.open_problem(key)
             fresh = problem is None
             if problem is None:
                 problem = await self.reopen_recent(key)
             if problem is None:
-                problem = await self.create_for_alarm(alarm, kind, element_id, target, graph)
+                problem = await self.create_for_alarms(alarms, kind, element_id, batch[0].target, graph)
             else:
-                problem = await self.join(problem, alarm)
-            impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
-                              | ({element_id} if kind == "service" else set()))
+                problem = await self.join(problem, alarms)
             meta = problem.get(META, {})
-            active = sorted({*meta.get("activeAlarms", []), alarm["id"]})
+            active = sorted({*meta.get("activeAlarms", []), *(a["id"] for a in alarms)})
             changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
             if changed:
                 await self.problems.store.set_meta(problem["id"], changed)
-        problem_updated(accepted_at)  # telemetry: sqm_correlation_lag_seconds
         if fresh:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.
             await self.group_related(problem["id"], kind, element_id, impacted)
+        return [None] * len(batch)
 
     async def open_problem(self, key: str) -> dict[str, Any] | None:
         # Only problems the suite or the operator opened take alarms: a problem a partner filed
@@ -205,8 +257,10 @@ class Correlator:
 
         return await self.problems.modify(recent[0]["id"], reopen, SYSTEM, system=True)
 
-    async def create_for_alarm(self, alarm: dict[str, Any], kind: str, element_id: str, target: dict[str, Any],
-                               graph: dict[str, Any]) -> dict[str, Any]:
+    async def create_for_alarms(self, alarms: list[dict[str, Any]], kind: str, element_id: str,
+                                target: dict[str, Any], graph: dict[str, Any]) -> dict[str, Any]:
+        """The problem the first of ``alarms`` opens, holding them all."""
+        alarm = alarms[0]
         severity = str(alarm.get("perceivedSeverity", "")).lower()
         name = target.get("name") or element_id
         referred = "Service" if kind == "service" else "Resource"
@@ -224,7 +278,7 @@ class Correlator:
             "status": "pending",
             "rootCauseService" if kind == "service" else "rootCauseResource": [root],
             "affectedService": [service_ref(n) for n in graph.get("customerFacingService") or []],
-            "underlyingAlarm": [self.alarm_ref(alarm)],
+            "underlyingAlarm": [self.alarm_ref(a) for a in alarms],
             "firstAlert": {"id": alarm["id"], "role": "alarm", "@referredType": "Alarm",
                            **({"href": alarm["href"]} if alarm.get("href") else {})},
             "trackingRecord": [tracking(f"opened by alarm {alarm['id']} ({severity or 'service affecting'})")],
@@ -244,14 +298,19 @@ class Correlator:
             ref["href"] = alarm["href"]
         return ref
 
-    async def join(self, problem: dict[str, Any], alarm: dict[str, Any]) -> dict[str, Any]:
-        if any(a.get("id") == alarm["id"] for a in problem.get("underlyingAlarm") or []):
+    async def join(self, problem: dict[str, Any], alarms: list[dict[str, Any]]) -> dict[str, Any]:
+        listed = {a.get("id") for a in problem.get("underlyingAlarm") or []}
+        if all(a["id"] in listed for a in alarms):
             return problem
 
         def add(current: dict[str, Any]) -> dict[str, Any]:
             # The alarm list is the record of joins: a tracking record per alarm would only
             # swell the problem in a storm.
-            return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), self.alarm_ref(alarm)]}
+            known = {a.get("id") for a in current.get("underlyingAlarm") or []}
+            new = [self.alarm_ref(a) for a in alarms if a["id"] not in known]
+            if not new:
+                return current
+            return {**current, "underlyingAlarm": [*(current.get("underlyingAlarm") or []), *new]}
 
         return await self.problems.modify(problem["id"], add, SYSTEM, system=True)
 

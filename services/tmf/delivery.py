@@ -175,6 +175,9 @@ class Dispatcher:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
+        # The suite's own subscriptions (its services consuming each other's events): their
+        # listeners are ours, so they get the whole delivery concurrency, not a partner's share.
+        self._internal: set[str] = set()
         self._outcomes: list[Outcome] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -203,8 +206,13 @@ class Dispatcher:
         await self._flush()
         await self.client.aclose()
 
+    def _limit(self, subscription_id: str) -> int:
+        if subscription_id in self._internal:
+            return self.settings.delivery_concurrency
+        return self.settings.delivery_per_subscription
+
     def _capacity(self, subscription_id: str) -> int:
-        return self.settings.delivery_per_subscription - self._in_flight[subscription_id]
+        return self._limit(subscription_id) - self._in_flight[subscription_id]
 
     async def _run(self) -> None:
         lease = timedelta(seconds=self.settings.delivery_lease_seconds)
@@ -214,11 +222,13 @@ class Dispatcher:
                 await self._flush()
                 free = self.settings.delivery_concurrency - len(self._tasks)
                 if free > 0:
-                    saturated = [s for s, n in self._in_flight.items() if n >= self.settings.delivery_per_subscription]
+                    saturated = [s for s, n in self._in_flight.items() if n >= self._limit(s)]
                     claimed = await self.store.claim(self.owner, self._capacity, free, lease, saturated, self.apis)
             except Exception:  # the database may be restarting; try again after a pause
                 log.exception("claiming deliveries failed")
             for delivery, event in claimed:
+                if (delivery.get("subscription") or {}).get("internal"):
+                    self._internal.add(delivery["subscriptionId"])
                 self._in_flight[delivery["subscriptionId"]] += 1
                 task = asyncio.create_task(self._deliver(delivery, event))
                 self._tasks.add(task)

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from . import outgoing
 from .auth.service import CredentialsUnavailable
+from .batching import Coalescer
 from .delivery import SIGNATURE_HEADER, verify
 from .errors import BadRequest, Unauthorized
 from .events import now_text
@@ -71,6 +72,15 @@ class Consumption:
         return "eventType=" + ",".join(self.event_types)
 
 
+@dataclass(frozen=True)
+class Taken:
+    """An event handled, to be recorded as received (``event_time``: normalised, or None)."""
+
+    event_id: str
+    event_type: str
+    event_time: str | None
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -98,6 +108,10 @@ class ListenerApi:
         # eventId -> (lock, holders): a live and a replayed copy of one event may arrive at once.
         self._taking: dict[str, tuple[asyncio.Lock, int]] = {}
         self._secret: str | None = None
+        # The dedup record costs a read before and a write after each event: under load, the
+        # events being taken at the same time share one read and one write.
+        self._seen: Coalescer[str, bool] = Coalescer(self._received_among)
+        self._marks: Coalescer[Taken, None] = Coalescer(self._mark_taken)
 
     @property
     def hub(self) -> str | None:
@@ -167,18 +181,30 @@ class ListenerApi:
                 self._taking[event_id] = (lock, holders - 1)
 
     async def _take(self, event_type: str, body: dict[str, Any]) -> None:
-        events = self.context.events
-        if await events.was_received(body["eventId"]):
+        if await self._seen.submit(body["eventId"]):
             return
         await self.consumption.handle(self.context, body)
-        await events.mark_received(body["eventId"], event_type, self.context.name, now_text())
         event_time = body.get("eventTime")
+        taken_at: str | None = None
         if isinstance(event_time, str):
             try:
-                await events.took(self.consumer, normalize_date_time(event_time))
+                taken_at = normalize_date_time(event_time)
             except BadRequest:
                 # Taken all the same; an event without a usable time cannot move the catch-up point.
                 log.warning("event time not understood", api=self.context.name, eventId=body["eventId"])
+        await self._marks.submit(Taken(body["eventId"], event_type, taken_at))
+
+    async def _received_among(self, event_ids: list[str]) -> list[bool]:
+        received = await self.context.events.received_among(event_ids)
+        return [event_id in received for event_id in event_ids]
+
+    async def _mark_taken(self, taken: list[Taken]) -> list[None]:
+        events = self.context.events
+        await events.mark_received_many([(t.event_id, t.event_type) for t in taken], self.context.name, now_text())
+        times = [t.event_time for t in taken if t.event_time is not None]
+        if times:
+            await events.took(self.consumer, max(times))
+        return [None] * len(taken)
 
     def handlers(self) -> dict[str, Handler]:
         return {f"listenTo{t}": self.intake(t) for t in self.consumption.event_types}

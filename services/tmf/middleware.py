@@ -14,6 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import JSON, error_bytes
 
 log = structlog.get_logger("tmf.access")
+# Where the body the limit check read is kept for handlers that need its exact bytes (a signed
+# event's signature covers them): connexion's request proxy cannot read a consumed body again.
+RAW_BODY = "raw_body"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would accept a trailing newline
 
 

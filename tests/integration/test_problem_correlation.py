@@ -32,6 +32,7 @@ def suite(mongo_uri) -> Iterator[httpx.Client]:
     with serve(create_app(settings), port), httpx.Client(base_url=base, timeout=30) as client:
         client.headers.update(bearer(settings))
         assert eventually(lambda: client.get("/health/ready").status_code == 200)
+        client.headers.update(bearer(settings))
         yield client
 
 

@@ -5,6 +5,7 @@ visibility operations need. Batches everywhere: no round trip per delivery."""
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -31,6 +32,17 @@ UNDELIVERED = ["pending", "retrying"]
 # deliveries, where an ``$or`` with null makes some servers read the whole collection.
 NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
 STATES = ("pending", "retrying", "delivered", "dead", "suspended")
+# The due-work query reads deliveries window by window of nextAttemptAt, from the earliest one
+# that may still be waiting: its cost follows the deliveries in the windows it reads, not every
+# undelivered one. A delivery is stamped before its transaction commits, so the windows never
+# start later than COMMIT_MARGIN before now; and every SWEEP_SECONDS one query over everything
+# due finds what the windows passed by (a lease that ran out, a commit later than the margin).
+DUE_WINDOW = timedelta(seconds=1)
+COMMIT_MARGIN = timedelta(seconds=2)
+SWEEP_SECONDS = 5.0
+# Further back than this many windows (a delivery long blocked behind a retrying one of its
+# lane), one query over everything due is cheaper than the walk.
+MAX_WINDOWS = 30
 
 
 def utcnow() -> datetime:
@@ -47,6 +59,25 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
         result: T = await session.with_transaction(
             body, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
         return result
+
+
+def _aware(moment: datetime) -> datetime:
+    """Stored times come back without a zone; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _take_due(rows: list[dict[str, Any]], wanted: int,
+              saturated: Collection[str]) -> tuple[list[dict[str, Any]], datetime | None]:
+    """The first ``wanted`` of ``rows`` (due, in time order) not for ``saturated`` subscribers,
+    and the earliest time of a row passed over."""
+    taken: list[dict[str, Any]] = []
+    passed_over: datetime | None = None
+    for row in rows:
+        if len(taken) < wanted and row["subscriptionId"] not in saturated:
+            taken.append(row)
+        elif passed_over is None:
+            passed_over = row["nextAttemptAt"]
+    return taken, passed_over
 
 
 @dataclass
@@ -68,6 +99,9 @@ class EventStore:
         self.hub = database[HUB]
         self.received = database[RECEIVED]
         self.consumers = database[CONSUMERS]
+        # Where this process's next due-work window starts (None: sweep first), and when it sweeps.
+        self._due_from: datetime | None = None
+        self._sweep_at = 0.0
 
     async def ensure_indexes(self) -> None:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
@@ -75,6 +109,7 @@ class EventStore:
             IndexModel([("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
             # A process serving some of the APIs claims only their deliveries.
             IndexModel([("api", ASCENDING), ("state", ASCENDING), ("nextAttemptAt", ASCENDING)]),
+            IndexModel([("nextAttemptAt", ASCENDING)]),
             IndexModel([("lane", ASCENDING), ("seq", ASCENDING)]),
             IndexModel([("claim", ASCENDING)]),
             IndexModel([("subscriptionId", ASCENDING), ("state", ASCENDING), ("createdAt", ASCENDING)]),
@@ -136,12 +171,7 @@ class EventStore:
         With ``apis``, only deliveries of events of those APIs are claimed (a process serving
         some APIs delivers their events and leaves the others to the processes serving them)."""
         now = utcnow()
-        due = await self.deliveries.find(
-            {**({"api": {"$in": list(apis)}} if apis is not None else {}),
-             "state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now},
-             **({"subscriptionId": {"$nin": list(saturated)}} if saturated else {})},
-            {"lane": 1, "seq": 1, "subscriptionId": 1}, sort=[("nextAttemptAt", ASCENDING)], limit=limit * 4,
-        ).to_list()
+        due, passed_over = await self._due(now, limit * 4, saturated, apis)
         heads: dict[str, dict[str, Any]] = {}
         for d in due:
             if d["lane"] not in heads or d["seq"] < heads[d["lane"]]["seq"]:
@@ -165,6 +195,11 @@ class EventStore:
             chosen.append(d["_id"])
             if len(chosen) >= limit:
                 break
+        taken_ids = set(chosen)
+        waiting = [_aware(d["nextAttemptAt"]) for d in due if d["_id"] not in taken_ids]
+        if passed_over is not None:
+            waiting.append(_aware(passed_over))
+        self._advance(now, min(waiting) if waiting else None)
         if not chosen:
             return []
         token = uuid.uuid4().hex
@@ -179,6 +214,39 @@ class EventStore:
                          await self.hub.find({"_id": {"$in": list({c["subscriptionId"] for c in claimed})}}).to_list()}
         return [({**c, "subscription": subscriptions.get(c["subscriptionId"])}, events[c["eventId"]])
                 for c in claimed if c["eventId"] in events]
+
+    async def _due(self, now: datetime, wanted: int, saturated: Collection[str],
+                   apis: Collection[str] | None = None) -> tuple[list[dict[str, Any]], datetime | None]:
+        """Up to ``wanted`` due, unleased deliveries to subscribers not ``saturated``, earliest
+        first; and the earliest time from which due deliveries were passed over (those of
+        saturated subscribers, those beyond ``wanted``), None when none were."""
+        fields = {"lane": 1, "seq": 1, "subscriptionId": 1, "state": 1, "nextAttemptAt": 1, "api": 1}
+        ours = {"api": {"$in": list(apis)}} if apis is not None else {}
+        start = self._due_from
+        if start is None or time.monotonic() >= self._sweep_at or now - start > MAX_WINDOWS * DUE_WINDOW:
+            self._sweep_at = time.monotonic() + SWEEP_SECONDS
+            swept = await self.deliveries.find(
+                {**ours, "state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now}},
+                fields, sort=[("nextAttemptAt", ASCENDING)]).to_list()
+            return _take_due(swept, wanted, saturated)
+        found: list[dict[str, Any]] = []
+        while len(found) < wanted and start < now:
+            end = min(now, start + DUE_WINDOW)
+            # Only the time range in the query: that is what the database narrows by index; the
+            # state is checked here (the window also holds deliveries already made).
+            window = await self.deliveries.find(
+                {"nextAttemptAt": {"$gte": start, "$lt": end} if end < now else {"$gte": start, "$lte": now},
+                 "leaseUntil": {"$lt": now}}, fields, sort=[("nextAttemptAt", ASCENDING)]).to_list()
+            # A process serving some of the APIs claims only their deliveries.
+            found += [d for d in window if d["state"] in UNDELIVERED and (apis is None or d.get("api") in apis)]
+            start = end
+        return _take_due(found, wanted, saturated)
+
+    def _advance(self, now: datetime, earliest_waiting: datetime | None) -> None:
+        """The next window starts at the earliest due delivery left waiting, else as late as
+        the commit margin allows."""
+        latest = now - COMMIT_MARGIN
+        self._due_from = min(_aware(earliest_waiting), latest) if earliest_waiting is not None else latest
 
     async def settle(self, outcomes: Iterable[Outcome]) -> None:
         now = utcnow()
@@ -253,6 +321,19 @@ class EventStore:
     async def mark_received(self, event_id: str, event_type: str, api: str, at: str) -> None:
         await self.received.update_one(
             {"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api, "receivedAt": at}}, upsert=True)
+
+    async def received_among(self, event_ids: Collection[str]) -> set[str]:
+        """Which of ``event_ids`` were taken before: one read for a whole batch."""
+        found = await self.received.find({"_id": {"$in": list(set(event_ids))}}, {"_id": 1}).to_list()
+        return {str(d["_id"]) for d in found}
+
+    async def mark_received_many(self, events: Iterable[tuple[str, str]], api: str, at: str) -> None:
+        """Record ``(eventId, eventType)`` pairs as taken, in one write; taken twice stays once."""
+        operations = [UpdateOne({"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api,
+                                                                     "receivedAt": at}}, upsert=True)
+                      for event_id, event_type in events]
+        if operations:
+            await self.received.bulk_write(operations, ordered=False)
 
     async def took(self, consumer: str, event_time: str) -> None:
         """Remember that ``consumer`` took an event of ``event_time`` (normalised UTC text, whose
