@@ -726,10 +726,12 @@ def test_hub_of_another_party(world: World, caller: str) -> None:
 @pytest.mark.parametrize("caller", CALLERS)
 def test_hub_of_ones_own(world: World, caller: str) -> None:
     if caller == C:
-        # A customer only reads: it may not register a subscription.
+        # A customer only reads, and subscribing is reading: it keeps subscriptions of its own.
         for api, base in APIS.items():
             listener_url = world.listeners[OPERATOR].url
-            refused(world.narrow[C].post(f"{base}/hub", json={"callback": f"{listener_url}/c-{api}"}), (403,))
+            created = must(world.narrow[C].post(f"{base}/hub", json={"callback": f"{listener_url}/c-{api}"}), 201)
+            assert must(world.narrow[C].get(f"{base}/hub/{created['id']}"), 200)["id"] == created["id"]
+            assert world.narrow[C].delete(f"{base}/hub/{created['id']}").status_code == 204
         LEDGER.check(caller, "hub", "own", True)
         return
     for api, hub in world.hubs[caller].items():
