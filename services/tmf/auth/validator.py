@@ -37,6 +37,9 @@ MAX_DOCUMENT_BYTES = 262_144
 FETCH_TIMEOUT_SECONDS = 5.0
 _DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
 
+# Validated tokens kept; past this many the memory is simply emptied.
+VERIFIED_CACHE_SIZE = 10_000
+
 KeySetSource = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
@@ -139,6 +142,8 @@ class TokenValidator:
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
+        # token -> (caller, when to stop believing it)
+        self._verified: dict[str, tuple[Caller, float]] = {}
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller the bearer token in ``authorization`` stands for."""
@@ -151,8 +156,17 @@ class TokenValidator:
         token = token.strip()
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise invalid_token("the bearer token is empty or too long")
+        # A client sends the same token for its whole lifetime: its signature is checked once,
+        # and the caller it stands for is kept until the token expires (never longer).
+        remembered = self._verified.get(token)
+        if remembered is not None and time.time() < remembered[1]:
+            return remembered[0]
         claims = await self._verify(token)
-        return self._caller(claims)
+        caller = self._caller(claims)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (caller, float(claims["exp"]) + self.settings.clock_skew_seconds)
+        return caller
 
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
