@@ -15,8 +15,11 @@ from datetime import UTC, datetime, time
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from pymongo import ReturnDocument
+
 from services.tmf.call import SYSTEM
 from services.tmf.errors import Conflict, PreconditionFailed
+from services.tmf.events import ATTRIBUTE_CHANGE
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, public
 
@@ -169,9 +172,10 @@ def result_body(result: RuleResult) -> dict[str, Any]:
     }
 
 
-def statement_totals(lines: list[dict[str, Any]], currency: str) -> dict[str, Any]:
-    """owed, owedTo and net of a statement's lines, exactly (Decimal cents)."""
-    owed = owed_to = Decimal(0)
+def statement_totals(lines: list[dict[str, Any]], currency: str, owed: Decimal = Decimal(0),
+                     owed_to: Decimal = Decimal(0)) -> dict[str, Any]:
+    """owed, owedTo and net of a statement's lines, on top of ``owed`` and ``owed_to`` already
+    counted, exactly (Decimal cents)."""
     for line in lines:
         amount = decimal_money(line["amount"]["value"])
         if line["direction"] == "payable":
@@ -383,36 +387,54 @@ class Closer:
         return line
 
     async def statement(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
-        """Put ``rebate`` on ``who``'s statement for its period and currency, once.
+        """Put ``rebate`` on ``who``'s statement for its period and currency, once; returns the
+        statement's totals and bookkeeping (without its lines).
 
-        Rebates never change once made, so a statement is its lines plus totals summed from them.
-        Each close adds its own line to the statement as stored when the write lands: a write that
-        lost to a concurrent one is re-applied to the newer version, so no close can drop a line
-        another close added (a statement rebuilt from rebates read earlier could)."""
+        Rebates never change once made, so a close only appends its line and adds its amount to
+        the totals, in one versioned write that carries the line's absence as a condition: what
+        a close costs does not grow with the lines already there (the lines are neither read,
+        rebuilt nor validated again). A write that lost to a concurrent one reads the totals
+        again and retries, so no close can drop a line or an amount another close added."""
         period, currency = rebate["period"], rebate["amount"]["unit"]
         statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
         statements = self.api("settlementStatement")
+        collection = statements.store.collection
         line = self.statement_line(who, rebate)
-
-        def add(before: dict[str, Any]) -> dict[str, Any]:
-            lines = before.get("line") or []
-            if any(existing["rebate"]["id"] == rebate["id"] for existing in lines):
-                return before
-            return {**before, **statement_totals(sorted([*lines, line], key=lambda item: item["rebate"]["id"]),
-                                                 currency)}
-
+        header = {"party": who, "period": period, "currency": currency, "@type": "SettlementStatement"}
         for _ in range(STATEMENT_ROUNDS):
-            if await statements.store.get(statement_id, SYSTEM) is None:
-                body = {"party": who, "period": period, "currency": currency, **statement_totals([line], currency),
-                        "@type": "SettlementStatement"}
+            current = await collection.find_one({"_id": statement_id}, {"line": 0})
+            if current is None:
+                body = {**header, **statement_totals([line], currency)}
                 try:
-                    return await statements.insert(body, SYSTEM, resource_id=statement_id)
+                    return public(await statements.insert(body, SYSTEM, resource_id=statement_id))
                 except Conflict:
-                    pass  # another close made it first: add to theirs
-            try:
-                return await statements.modify(statement_id, add, SYSTEM)
-            except PreconditionFailed:
-                continue  # many closes of this party at once; each round one of them lands
+                    continue  # another close made it first: add to theirs
+            totals = statement_totals([line], currency, owed=decimal_money(current["owed"]["value"]),
+                                      owed_to=decimal_money(current["owedTo"]["value"]))
+            totals.pop("line")
+            # The line's shape is checked on a statement of that line alone: the same schema, O(1).
+            statements.check_valid({"id": statement_id, **header, **totals, "line": [line]})
+            version = current[META]["version"]
+
+            async def append(session: Any, version: int = version,
+                             totals: dict[str, Any] = totals) -> tuple[dict[str, Any] | None, int, list[Any]]:
+                stored: dict[str, Any] | None = await collection.find_one_and_update(
+                    {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": rebate["id"]}},
+                    {"$push": {"line": line}, "$set": totals, "$inc": {f"{META}.version": 1}},
+                    projection={"line": 0}, return_document=ReturnDocument.AFTER, session=session)
+                if stored is None:
+                    return None, 0, []
+                # The change event carries the new totals and the line this close added (its
+                # fieldPath names both), not every line of the statement again.
+                changed = statements.present({**stored, "line": [line]})
+                return stored, stored[META]["version"], [
+                    statements.event(ATTRIBUTE_CHANGE, changed, ["line", "net", "owed", "owedTo"])]
+
+            written: dict[str, Any] | None = await statements._commit(append, statement_id)
+            if written is not None:
+                return public(written)
+            if await collection.find_one({"_id": statement_id, "line.rebate.id": rebate["id"]}, {"_id": 1}):
+                return public(current)  # this rebate's line is there already: closed before
         raise PreconditionFailed(f"the settlement statement of {who['id']} is changing too often; close again")
 
     async def close_due(self) -> int:

@@ -18,6 +18,7 @@ from services.app import create_app
 from services.tmf.embedded import free_port
 from services.tmf.spec import SchemaIndex, load_document
 from tests.conftest import make_settings
+from tests.support.auth import bearer
 from tests.support.listener import Listener
 from tests.support.server import serve
 
@@ -47,6 +48,7 @@ def clock() -> Clock:
 def sla_client(mongo_uri, clock) -> Iterator[TestClient]:
     settings = make_settings(mongo_uri, delivery_poll_seconds=0.05, sla_close_interval_seconds=0.1)
     with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         yield client
 
 
@@ -409,17 +411,18 @@ def test_an_evaluation_period_outside_the_calendar_range_is_a_400(sla_client):
 
 
 @pytest.fixture
-def served_sla(mongo_uri, clock) -> Iterator[str]:
+def served_sla(mongo_uri, clock) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}", sla_close_interval_seconds=3600)
     with serve(create_app(settings, clock=clock), port) as base:
-        yield base
+        yield base, bearer(settings)
 
 
 def test_concurrent_closes_for_one_party_never_lose_a_statement_line(served_sla, clock):
     clock.now = datetime(2026, 12, 1, tzinfo=UTC)
     parties, days = 8, 50
-    with httpx.Client(base_url=served_sla, timeout=60) as client:
+    base, headers = served_sla
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         slas = []
         for i in range(parties):
             body = {"name": f"Small {i}", "evaluationPeriod": {"kind": "day", "timeZone": "UTC"},
