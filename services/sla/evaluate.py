@@ -413,7 +413,8 @@ class Closer:
                                       owed_to=decimal_money(current["owedTo"]["value"]))
             totals.pop("line")
             # The line's shape is checked on a statement of that line alone: the same schema, O(1).
-            statements.check_valid({"id": statement_id, **header, **totals, "line": [line]})
+            statements.check_valid({"id": statement_id, "href": statements.href(statement_id), **header, **totals,
+                                    "line": [line]})
             version = current[META]["version"]
 
             async def append(session: Any, version: int = version,

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from services.inventory.client import Suppliers
 from services.tmf.call import SYSTEM, Call
 from services.tmf.errors import BadRequest, Forbidden
-from services.tmf.repository import META, public
+from services.tmf.repository import META
 
+from .coverage import coverage
 from .evaluate import (
     Closer,
     business_hours_of,
@@ -103,8 +104,7 @@ class Intake:
         # A partner reports only about what it supplies: down samples could otherwise raise a
         # violation on another party's SLA.
         await Suppliers(self.context).check_services(call, set(services))
-        slas = [public(d) | {META: d.get(META, {})} for d in await self.context.resource_apis["sla"].store.find_in(
-            f"{META}.services", services, SYSTEM, {})]
+        slas = await coverage(self.context).slas(self.context, services)
         covered = {s for sla in slas for s in sla[META].get("services", [])}
         await self.closer.measurements.add(samples)
         MEASUREMENTS_INGESTED.inc(len(samples))  # telemetry
