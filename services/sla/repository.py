@@ -1,6 +1,8 @@
 """Storage of measurements, in buckets: one document per service, metric and hour holding that
-hour's samples. Ingestion is one bulk write per batch, and evaluating a month reads about 744
-documents per service and metric instead of tens of thousands."""
+hour's samples. Ingestion is one bulk write per batch, in one transaction: a database that
+makes every write durable on commit (the embedded one syncs each) then syncs once per batch,
+not once per bucket. Evaluating a month reads about 744 documents per service and metric
+instead of tens of thousands."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+
+from services.tmf.repository.events import in_transaction
 
 BUCKETS = "measurement_bucket"
 BUCKET_SECONDS = 3600
@@ -29,6 +33,7 @@ class StoredSample:
 
 class MeasurementStore:
     def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        self.database = database
         self.buckets = database[BUCKETS]
 
     async def ensure_indexes(self) -> None:
@@ -49,7 +54,9 @@ class MeasurementStore:
             for (service, metric, hour), rows in grouped.items()
         ]
         if operations:
-            await self.buckets.bulk_write(operations, ordered=False)
+            # Batches that meet in a bucket conflict; the driver retries the loser's transaction.
+            await in_transaction(self.database, lambda session: self.buckets.bulk_write(
+                operations, ordered=False, session=session))
 
     async def samples(self, services: list[str], metrics: list[str], start_s: int,
                       end_s: int) -> dict[tuple[str, str], list[tuple[int, float, float]]]:
