@@ -463,3 +463,10 @@ def test_concurrent_closes_for_one_party_never_lose_a_statement_line(served_sla,
                 assert Decimal(repr(statement["owed"]["value"])) == owed
                 assert Decimal(repr(statement["net"]["value"])) == -owed
                 assert statement["owedTo"]["value"] == 0
+                assert document_errors("SettlementStatement", statement) == []
+            # Closing a day again finds its lines there and adds nothing.
+            assert list(pool.map(close_day, [s["id"] for s in slas], [day] * parties)) == [201] * parties
+            [again] = client.get(f"{SLA_API}/settlementStatement?party.id=operator"
+                                 f"&period.startDateTime={start}").json()
+            assert again["line"] == statement["line"]
+            assert again["owed"] == statement["owed"]
