@@ -22,6 +22,7 @@ from services.tmf.errors import Conflict, PreconditionFailed
 from services.tmf.events import ATTRIBUTE_CHANGE
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, public
+from services.tmf.resource import KeyedLocks
 
 from .evaluation import (
     METRICS,
@@ -49,6 +50,7 @@ MONEY_CONTEXT = Context(prec=1000)
 # A statement write loses to a concurrent one at most once per other close of the same party;
 # modify retries a few times itself, this many rounds on top bound a pathological storm.
 STATEMENT_ROUNDS = 50
+STATEMENT_LOCKS = "sla.statement_locks"
 PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
 CONSUMER_ROLES = {"slaconsumer", "consumer", "customer"}
 
@@ -398,9 +400,17 @@ class Closer:
         period, currency = rebate["period"], rebate["amount"]["unit"]
         statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
         statements = self.api("settlementStatement")
-        collection = statements.store.collection
         line = self.statement_line(who, rebate)
         header = {"party": who, "period": period, "currency": currency, "@type": "SettlementStatement"}
+        # Closes in this process take turns on a statement instead of racing for its version:
+        # the versioned write then only meets closes in other processes.
+        locks = self.context.components.setdefault(STATEMENT_LOCKS, KeyedLocks())
+        async with locks.hold(statement_id):
+            return await self._append_line(statements, statement_id, header, line, rebate["id"], currency)
+
+    async def _append_line(self, statements: ResourceApi, statement_id: str, header: dict[str, Any],
+                           line: dict[str, Any], rebate_id: str, currency: str) -> dict[str, Any]:
+        collection = statements.store.collection
         for _ in range(STATEMENT_ROUNDS):
             current = await collection.find_one({"_id": statement_id}, {"line": 0})
             if current is None:
@@ -420,7 +430,7 @@ class Closer:
             async def append(session: Any, version: int = version,
                              totals: dict[str, Any] = totals) -> tuple[dict[str, Any] | None, int, list[Any]]:
                 stored: dict[str, Any] | None = await collection.find_one_and_update(
-                    {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": rebate["id"]}},
+                    {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": rebate_id}},
                     {"$push": {"line": line}, "$set": totals, "$inc": {f"{META}.version": 1}},
                     projection={"line": 0}, return_document=ReturnDocument.AFTER, session=session)
                 if stored is None:
@@ -434,9 +444,10 @@ class Closer:
             written: dict[str, Any] | None = await statements._commit(append, statement_id)
             if written is not None:
                 return public(written)
-            if await collection.find_one({"_id": statement_id, "line.rebate.id": rebate["id"]}, {"_id": 1}):
+            if await collection.find_one({"_id": statement_id, "line.rebate.id": rebate_id}, {"_id": 1}):
                 return public(current)  # this rebate's line is there already: closed before
-        raise PreconditionFailed(f"the settlement statement of {who['id']} is changing too often; close again")
+        raise PreconditionFailed(f"the settlement statement of {header['party']['id']} is changing too often; "
+                                 "close again")
 
     async def close_due(self) -> int:
         """Close every period that has ended, for every SLA with an evaluation period; returns
