@@ -472,7 +472,7 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
                                        latency=True) for i in range(options.services)], options.concurrency)
 
     plain = mongo[DATABASE]["baseline_sample"]
-    direct = MeasurementStore(mongo[f"{DATABASE}_direct"])
+    direct = MeasurementStore(mongo[f"{DATABASE}_direct"], asyncio.Lock())  # as the suite makes it
     await direct.ensure_indexes()
 
     async def baseline(name: str) -> Measured:

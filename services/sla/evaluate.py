@@ -9,6 +9,7 @@ the period missed its rule, and withdrawn when it did not.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, time
@@ -51,6 +52,7 @@ MONEY_CONTEXT = Context(prec=1000)
 # modify retries a few times itself, this many rounds on top bound a pathological storm.
 STATEMENT_ROUNDS = 50
 STATEMENT_LOCKS = "sla.statement_locks"
+BUCKET_WRITES = "sla.bucket_writes"
 PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
 CONSUMER_ROLES = {"slaconsumer", "consumer", "customer"}
 
@@ -193,7 +195,7 @@ class Closer:
 
     def __init__(self, context: ApiContext) -> None:
         self.context = context
-        self.measurements = MeasurementStore(context.db)
+        self.measurements = MeasurementStore(context.db, context.components.setdefault(BUCKET_WRITES, asyncio.Lock()))
 
     def api(self, name: str) -> ResourceApi:
         return self.context.resource_apis[name]
