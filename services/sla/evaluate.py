@@ -9,16 +9,21 @@ the period missed its rule, and withdrawn when it did not.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from pymongo import ReturnDocument
+
 from services.tmf.call import SYSTEM
 from services.tmf.errors import Conflict, PreconditionFailed
+from services.tmf.events import ATTRIBUTE_CHANGE
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, public
+from services.tmf.resource import KeyedLocks
 
 from .evaluation import (
     METRICS,
@@ -46,6 +51,8 @@ MONEY_CONTEXT = Context(prec=1000)
 # A statement write loses to a concurrent one at most once per other close of the same party;
 # modify retries a few times itself, this many rounds on top bound a pathological storm.
 STATEMENT_ROUNDS = 50
+STATEMENT_LOCKS = "sla.statement_locks"
+BUCKET_WRITES = "sla.bucket_writes"
 PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
 CONSUMER_ROLES = {"slaconsumer", "consumer", "customer"}
 
@@ -169,9 +176,10 @@ def result_body(result: RuleResult) -> dict[str, Any]:
     }
 
 
-def statement_totals(lines: list[dict[str, Any]], currency: str) -> dict[str, Any]:
-    """owed, owedTo and net of a statement's lines, exactly (Decimal cents)."""
-    owed = owed_to = Decimal(0)
+def statement_totals(lines: list[dict[str, Any]], currency: str, owed: Decimal = Decimal(0),
+                     owed_to: Decimal = Decimal(0)) -> dict[str, Any]:
+    """owed, owedTo and net of a statement's lines, on top of ``owed`` and ``owed_to`` already
+    counted, exactly (Decimal cents)."""
     for line in lines:
         amount = decimal_money(line["amount"]["value"])
         if line["direction"] == "payable":
@@ -187,7 +195,7 @@ class Closer:
 
     def __init__(self, context: ApiContext) -> None:
         self.context = context
-        self.measurements = MeasurementStore(context.db)
+        self.measurements = MeasurementStore(context.db, context.components.setdefault(BUCKET_WRITES, asyncio.Lock()))
 
     def api(self, name: str) -> ResourceApi:
         return self.context.resource_apis[name]
@@ -383,37 +391,65 @@ class Closer:
         return line
 
     async def statement(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
-        """Put ``rebate`` on ``who``'s statement for its period and currency, once.
+        """Put ``rebate`` on ``who``'s statement for its period and currency, once; returns the
+        statement's totals and bookkeeping (without its lines).
 
-        Rebates never change once made, so a statement is its lines plus totals summed from them.
-        Each close adds its own line to the statement as stored when the write lands: a write that
-        lost to a concurrent one is re-applied to the newer version, so no close can drop a line
-        another close added (a statement rebuilt from rebates read earlier could)."""
+        Rebates never change once made, so a close only appends its line and adds its amount to
+        the totals, in one versioned write that carries the line's absence as a condition: what
+        a close costs does not grow with the lines already there (the lines are neither read,
+        rebuilt nor validated again). A write that lost to a concurrent one reads the totals
+        again and retries, so no close can drop a line or an amount another close added."""
         period, currency = rebate["period"], rebate["amount"]["unit"]
         statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
         statements = self.api("settlementStatement")
         line = self.statement_line(who, rebate)
+        header = {"party": who, "period": period, "currency": currency, "@type": "SettlementStatement"}
+        # Closes in this process take turns on a statement instead of racing for its version:
+        # the versioned write then only meets closes in other processes.
+        locks = self.context.components.setdefault(STATEMENT_LOCKS, KeyedLocks())
+        async with locks.hold(statement_id):
+            return await self._append_line(statements, statement_id, header, line, rebate["id"], currency)
 
-        def add(before: dict[str, Any]) -> dict[str, Any]:
-            lines = before.get("line") or []
-            if any(existing["rebate"]["id"] == rebate["id"] for existing in lines):
-                return before
-            return {**before, **statement_totals(sorted([*lines, line], key=lambda item: item["rebate"]["id"]),
-                                                 currency)}
-
+    async def _append_line(self, statements: ResourceApi, statement_id: str, header: dict[str, Any],
+                           line: dict[str, Any], rebate_id: str, currency: str) -> dict[str, Any]:
+        collection = statements.store.collection
         for _ in range(STATEMENT_ROUNDS):
-            if await statements.store.get(statement_id, SYSTEM) is None:
-                body = {"party": who, "period": period, "currency": currency, **statement_totals([line], currency),
-                        "@type": "SettlementStatement"}
+            current = await collection.find_one({"_id": statement_id}, {"line": 0})
+            if current is None:
+                body = {**header, **statement_totals([line], currency)}
                 try:
-                    return await statements.insert(body, SYSTEM, resource_id=statement_id)
+                    return public(await statements.insert(body, SYSTEM, resource_id=statement_id))
                 except Conflict:
-                    pass  # another close made it first: add to theirs
-            try:
-                return await statements.modify(statement_id, add, SYSTEM)
-            except PreconditionFailed:
-                continue  # many closes of this party at once; each round one of them lands
-        raise PreconditionFailed(f"the settlement statement of {who['id']} is changing too often; close again")
+                    continue  # another close made it first: add to theirs
+            totals = statement_totals([line], currency, owed=decimal_money(current["owed"]["value"]),
+                                      owed_to=decimal_money(current["owedTo"]["value"]))
+            totals.pop("line")
+            # The line's shape is checked on a statement of that line alone: the same schema, O(1).
+            statements.check_valid({"id": statement_id, "href": statements.href(statement_id), **header, **totals,
+                                    "line": [line]})
+            version = current[META]["version"]
+
+            async def append(session: Any, version: int = version,
+                             totals: dict[str, Any] = totals) -> tuple[dict[str, Any] | None, int, list[Any]]:
+                stored: dict[str, Any] | None = await collection.find_one_and_update(
+                    {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": rebate_id}},
+                    {"$push": {"line": line}, "$set": totals, "$inc": {f"{META}.version": 1}},
+                    projection={"line": 0}, return_document=ReturnDocument.AFTER, session=session)
+                if stored is None:
+                    return None, 0, []
+                # The change event carries the new totals and the line this close added (its
+                # fieldPath names both), not every line of the statement again.
+                changed = statements.present({**stored, "line": [line]})
+                return stored, stored[META]["version"], [
+                    statements.event(ATTRIBUTE_CHANGE, changed, ["line", "net", "owed", "owedTo"])]
+
+            written: dict[str, Any] | None = await statements._commit(append, statement_id)
+            if written is not None:
+                return public(written)
+            if await collection.find_one({"_id": statement_id, "line.rebate.id": rebate_id}, {"_id": 1}):
+                return public(current)  # this rebate's line is there already: closed before
+        raise PreconditionFailed(f"the settlement statement of {header['party']['id']} is changing too often; "
+                                 "close again")
 
     async def close_due(self) -> int:
         """Close every period that has ended, for every SLA with an evaluation period; returns

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from services.inventory.client import Suppliers
 from services.tmf.call import SYSTEM, Call
 from services.tmf.errors import BadRequest, Forbidden
-from services.tmf.repository import META, public
+from services.tmf.repository import META
 
+from .coverage import coverage
 from .evaluate import (
     Closer,
     business_hours_of,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from services.tmf.api import ApiContext
 
 MAX_REPORTED = 20
+MAX_CACHED_INSTANTS = 10_000
 
 
 def check_batch(body: Any, now_ms: int, skew_seconds: int) -> list[StoredSample]:
@@ -41,6 +43,8 @@ def check_batch(body: Any, now_ms: int, skew_seconds: int) -> list[StoredSample]
         raise BadRequest("the body must be a non-empty JSON array of samples")
     samples: list[StoredSample] = []
     problems: list[str] = []
+    # A collector's batch holds many samples of one instant: each distinct text is parsed once.
+    instants: dict[str, int | None] = {}
     for i, raw in enumerate(body):
         problem = None
         if not isinstance(raw, dict):
@@ -54,10 +58,18 @@ def check_batch(body: Any, now_ms: int, skew_seconds: int) -> list[StoredSample]
             problem = "service.id is required"
         else:
             interval = raw.get("interval", 60)
-            try:
-                at_ms = int(parse_time(str(raw.get("observedAt", ""))).timestamp() * 1000)
-            except BadRequest:
-                problem = f"observedAt '{str(raw.get('observedAt'))[:40]}' is not a date-time"
+            observed = str(raw.get("observedAt", ""))
+            if observed in instants:
+                at_ms = instants[observed]
+            else:
+                try:
+                    at_ms = int(parse_time(observed).timestamp() * 1000)
+                except BadRequest:
+                    at_ms = None
+                if len(instants) < MAX_CACHED_INSTANTS:
+                    instants[observed] = at_ms
+            if at_ms is None:
+                problem = f"observedAt '{observed[:40]}' is not a date-time"
             else:
                 if at_ms > now_ms + skew_seconds * 1000:
                     problem = "observedAt is in the future"
@@ -92,8 +104,7 @@ class Intake:
         # A partner reports only about what it supplies: down samples could otherwise raise a
         # violation on another party's SLA.
         await Suppliers(self.context).check_services(call, set(services))
-        slas = [public(d) | {META: d.get(META, {})} for d in await self.context.resource_apis["sla"].store.find_in(
-            f"{META}.services", services, SYSTEM, {})]
+        slas = await coverage(self.context).slas(self.context, services)
         covered = {s for sla in slas for s in sla[META].get("services", [])}
         await self.closer.measurements.add(samples)
         MEASUREMENTS_INGESTED.inc(len(samples))  # telemetry
@@ -123,13 +134,16 @@ class Intake:
                        for s in services for at in downs.get(s, [])}
             windows, hours = windows_of(sla), business_hours_of(sla)
             for period in sorted(periods, key=lambda p: p.start):
-                if await self.closer.closed(sla, period):
+                # Once every rule's violation of the period is raised, more downtime changes
+                # nothing until the close: the month is not loaded again for each batch.
+                ids = {rule.id: violation_id(sla["id"], rule.id, period) for rule in rules}
+                raised_before = await violations.store.exists(ids.values(), SYSTEM)
+                pending = [rule for rule in rules if ids[rule.id] not in raised_before]
+                if not pending or await self.closer.closed(sla, period):
                     continue  # settled: late samples change nothing any more
                 loaded = await load_samples(self.closer.measurements, services, ["availability"], period)
                 results = {r.rule.id: r for r in evaluate_rules(sla, period, loaded)}
-                for rule in rules:
-                    if await violations.store.get(violation_id(sla["id"], rule.id, period), SYSTEM) is not None:
-                        continue
+                for rule in pending:
                     if any(not can_still_be_met(rule, period, loaded.get((s, "availability"), []), windows, hours,
                                                 now=now) for s in services):
                         await self.closer.record_violation(sla, period, results[rule.id], final=False)

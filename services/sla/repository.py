@@ -1,9 +1,12 @@
 """Storage of measurements, in buckets: one document per service, metric and hour holding that
-hour's samples. Ingestion is one bulk write per batch, and evaluating a month reads about 744
-documents per service and metric instead of tens of thousands."""
+hour's samples. Ingestion is one bulk write per batch, in one transaction: a database that
+makes every write durable on commit (the embedded one syncs each) then syncs once per batch,
+not once per bucket. Evaluating a month reads about 744 documents per service and metric
+instead of tens of thousands."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,6 +14,8 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+
+from services.tmf.repository.events import in_transaction
 
 BUCKETS = "measurement_bucket"
 BUCKET_SECONDS = 3600
@@ -28,7 +33,12 @@ class StoredSample:
 
 
 class MeasurementStore:
-    def __init__(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], writes: asyncio.Lock | None = None) -> None:
+        """``writes``, when given, is shared by the stores of one process: their batches then
+        write one after the other instead of aborting each other's transactions on the buckets
+        they share (consecutive batches of a collector land in the same hours)."""
+        self.database = database
+        self.writes = writes
         self.buckets = database[BUCKETS]
 
     async def ensure_indexes(self) -> None:
@@ -48,8 +58,18 @@ class MeasurementStore:
                       upsert=True)
             for (service, metric, hour), rows in grouped.items()
         ]
-        if operations:
-            await self.buckets.bulk_write(operations, ordered=False)
+        if not operations:
+            return
+        # Batches that meet in a bucket conflict; the driver retries the loser's transaction.
+        if self.writes is None:
+            await self._write(operations)
+            return
+        async with self.writes:
+            await self._write(operations)
+
+    async def _write(self, operations: list[UpdateOne]) -> None:
+        await in_transaction(self.database, lambda session: self.buckets.bulk_write(
+            operations, ordered=False, session=session))
 
     async def samples(self, services: list[str], metrics: list[str], start_s: int,
                       end_s: int) -> dict[tuple[str, str], list[tuple[int, float, float]]]:

@@ -17,6 +17,7 @@ from services.tmf.errors import BadRequest, Conflict
 from services.tmf.query import normalize_date_time
 from services.tmf.resource import ResourceApi, ResourceRules
 
+from .coverage import coverage
 from .evaluation import METRICS, Rule, Tier, check_rule
 
 COVERED_ROLE = "coveredService"
@@ -131,6 +132,7 @@ class SlaRules(ResourceRules):
 
     async def on_create(self, api: ResourceApi, document: dict[str, Any], call: Call) -> dict[str, Any]:
         check_sla(document)
+        coverage(api.context).forget()
         created = normalize_date_time(api.context.clock().isoformat())
         return {"services": await self._check_services(api, document), "created": created}
 
@@ -138,6 +140,7 @@ class SlaRules(ResourceRules):
         if await api.context.resource_apis["rebate"].store.find_one({"sla.id": stored["id"]}, SYSTEM,
                                                                     {"_id": 1}) is not None:
             raise Conflict("rebates were computed under this SLA; it stays for the record (end it with validFor)")
+        coverage(api.context).forget()
 
     async def on_update(self, api: ResourceApi, before: dict[str, Any], after: dict[str, Any],
                         call: Call, system: bool = False) -> dict[str, Any]:
@@ -149,4 +152,6 @@ class SlaRules(ResourceRules):
             if await rebates.store.find_one({"sla.id": after["id"]}, SYSTEM, {"_id": 1}) is not None:
                 raise Conflict(f"rebates of this SLA are in {old_currency}; an SLA keeps one currency "
                                "(create a new SLA version for another currency)")
-        return {"services": await self._check_services(api, after)}
+        services = await self._check_services(api, after)
+        coverage(api.context).forget()
+        return {"services": services}

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from services.app import create_app
 from services.tmf.embedded import free_port
 from services.tmf.spec import SchemaIndex, load_document
-from tests.conftest import make_settings, operator_client
+from tests.conftest import make_settings
 from tests.support.auth import bearer
 from tests.support.listener import Listener
 from tests.support.server import serve
@@ -47,7 +47,8 @@ def clock() -> Clock:
 @pytest.fixture
 def sla_client(mongo_uri, clock) -> Iterator[TestClient]:
     settings = make_settings(mongo_uri, delivery_poll_seconds=0.05, sla_close_interval_seconds=0.1)
-    with operator_client(settings, create_app(settings, clock=clock)) as client:
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
         yield client
 
 
@@ -410,56 +411,62 @@ def test_an_evaluation_period_outside_the_calendar_range_is_a_400(sla_client):
 
 
 @pytest.fixture
-def served_sla(mongo_uri, clock) -> Iterator[httpx.Client]:
-    """The suite on a loopback port, under a client that calls as the operator."""
+def served_sla(mongo_uri, clock) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}", sla_close_interval_seconds=3600)
-    with serve(create_app(settings, clock=clock), port) as base, \
-            httpx.Client(base_url=base, timeout=60, headers=bearer(settings)) as client:
-        yield client
+    with serve(create_app(settings, clock=clock), port) as base:
+        yield base, bearer(settings)
 
 
 def test_concurrent_closes_for_one_party_never_lose_a_statement_line(served_sla, clock):
     clock.now = datetime(2026, 12, 1, tzinfo=UTC)
     parties, days = 8, 50
-    client = served_sla
-    slas = []
-    for i in range(parties):
-        body = {"name": f"Small {i}", "evaluationPeriod": {"kind": "day", "timeZone": "UTC"},
-                "relatedParty": [{"id": "operator", "name": "operator", "role": "SLAProvider",
-                                  "@referredType": "Organization"},
-                                 {"id": f"customer-{i}", "name": f"customer {i}", "role": "SLAConsumer",
-                                  "@referredType": "Organization"}],
-                "relatedEntity": [{"id": f"race-{i}", "role": "coveredService", "@referredType": "Service"}],
-                "charge": {"unit": "EUR", "value": 100 + i + 0.01}, "rule": [availability_rule(99.9)]}
-        created = client.post(f"{SLA_API}/sla", json=body)
-        assert created.status_code == 201, created.text
-        slas.append(created.json())
-    # One down minute a day per service: under the day's 1.44-minute budget, so nothing is
-    # raised early, but 0 % of the evaluated minute at close: the 50 % tier.
-    samples = [{"metric": "availability", "value": 0, "service": {"id": f"race-{i}"}, "interval": 60,
-                "observedAt": (OCTOBER + timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-               for i in range(parties) for d in range(days)]
-    assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 0
+    base, headers = served_sla
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        slas = []
+        for i in range(parties):
+            body = {"name": f"Small {i}", "evaluationPeriod": {"kind": "day", "timeZone": "UTC"},
+                    "relatedParty": [{"id": "operator", "name": "operator", "role": "SLAProvider",
+                                      "@referredType": "Organization"},
+                                     {"id": f"customer-{i}", "name": f"customer {i}", "role": "SLAConsumer",
+                                      "@referredType": "Organization"}],
+                    "relatedEntity": [{"id": f"race-{i}", "role": "coveredService", "@referredType": "Service"}],
+                    "charge": {"unit": "EUR", "value": 100 + i + 0.01}, "rule": [availability_rule(99.9)]}
+            created = client.post(f"{SLA_API}/sla", json=body)
+            assert created.status_code == 201, created.text
+            slas.append(created.json())
+        # One down minute a day per service: under the day's 1.44-minute budget, so nothing is
+        # raised early, but 0 % of the evaluated minute at close: the 50 % tier.
+        samples = [{"metric": "availability", "value": 0, "service": {"id": f"race-{i}"}, "interval": 60,
+                    "observedAt": (OCTOBER + timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                   for i in range(parties) for d in range(days)]
+        assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 0
 
-    def close_day(sla_id: str, day: datetime) -> int:
-        response = client.post(f"{SLA_API}/slaEvaluation", json={
-            "sla": {"id": sla_id}, "close": True,
-            "period": {"startDateTime": day.isoformat(), "endDateTime": (day + timedelta(days=1)).isoformat()}})
-        return response.status_code
+        def close_day(sla_id: str, day: datetime) -> int:
+            response = client.post(f"{SLA_API}/slaEvaluation", json={
+                "sla": {"id": sla_id}, "close": True,
+                "period": {"startDateTime": day.isoformat(), "endDateTime": (day + timedelta(days=1)).isoformat()}})
+            return response.status_code
 
-    with ThreadPoolExecutor(parties) as pool:
-        for d in range(days):
-            day = OCTOBER + timedelta(days=d)
+        with ThreadPoolExecutor(parties) as pool:
+            for d in range(days):
+                day = OCTOBER + timedelta(days=d)
+                assert list(pool.map(close_day, [s["id"] for s in slas], [day] * parties)) == [201] * parties
+                start = day.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                statements = client.get(f"{SLA_API}/settlementStatement?party.id=operator"
+                                        f"&period.startDateTime={start}").json()
+                [statement] = statements
+                rebates = client.get(f"{SLA_API}/rebate?period.startDateTime={start}&limit=100").json()
+                assert len(rebates) == parties
+                assert sorted(line["rebate"]["id"] for line in statement["line"]) == sorted(r["id"] for r in rebates)
+                owed = sum(Decimal(repr(r["amount"]["value"])) for r in rebates)
+                assert Decimal(repr(statement["owed"]["value"])) == owed
+                assert Decimal(repr(statement["net"]["value"])) == -owed
+                assert statement["owedTo"]["value"] == 0
+                assert document_errors("SettlementStatement", statement) == []
+            # Closing a day again finds its lines there and adds nothing.
             assert list(pool.map(close_day, [s["id"] for s in slas], [day] * parties)) == [201] * parties
-            start = day.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            statements = client.get(f"{SLA_API}/settlementStatement?party.id=operator"
-                                    f"&period.startDateTime={start}").json()
-            [statement] = statements
-            rebates = client.get(f"{SLA_API}/rebate?period.startDateTime={start}&limit=100").json()
-            assert len(rebates) == parties
-            assert sorted(line["rebate"]["id"] for line in statement["line"]) == sorted(r["id"] for r in rebates)
-            owed = sum(Decimal(repr(r["amount"]["value"])) for r in rebates)
-            assert Decimal(repr(statement["owed"]["value"])) == owed
-            assert Decimal(repr(statement["net"]["value"])) == -owed
-            assert statement["owedTo"]["value"] == 0
+            [again] = client.get(f"{SLA_API}/settlementStatement?party.id=operator"
+                                 f"&period.startDateTime={start}").json()
+            assert again["line"] == statement["line"]
+            assert again["owed"] == statement["owed"]
