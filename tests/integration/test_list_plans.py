@@ -148,7 +148,7 @@ def test_a_write_is_counted_by_the_next_list(client: TestClient) -> None:
 
 def test_a_partner_counts_only_what_it_may_see(stored: tuple[TestClient, Settings]) -> None:
     client, settings = stored
-    partner = bearer(settings, party_id="partner-1", role="partner")
+    partner = bearer(settings, party="partner-1", role="partner")
     listed = client.get(f"{SERVICE}?limit=3", headers=partner)
     assert listed.status_code == 206
     assert listed.headers["x-total-count"] == "10"  # every third service names partner-1
