@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
-from services.tmf.settings import SettingsError
+from services.tmf.settings import SettingsError, _float
+
+MIN_TIMEOUT_SECONDS = 0.001
 
 
 def parse_upstreams(raw: str, known: dict[str, str]) -> dict[str, str]:
@@ -39,19 +41,6 @@ def parse_rate_limit(raw: str, variable: str) -> list[RateLimitItem]:
                             ) from None
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class GatewaySettings:
     """``upstreams`` empty means in-process: the gateway fronts the suite's own app."""
@@ -77,8 +66,10 @@ class GatewaySettings:
                                                  "SQM_GATEWAY_RATE_LIMIT")),
             "anonymous_rate_limit": tuple(parse_rate_limit(
                 os.environ.get("SQM_GATEWAY_ANONYMOUS_RATE_LIMIT", "10/second"), "SQM_GATEWAY_ANONYMOUS_RATE_LIMIT")),
-            "connect_timeout_seconds": _float("SQM_GATEWAY_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds),
-            "read_timeout_seconds": _float("SQM_GATEWAY_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds),
+            "connect_timeout_seconds": _float("SQM_GATEWAY_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds,
+                                              MIN_TIMEOUT_SECONDS),
+            "read_timeout_seconds": _float("SQM_GATEWAY_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds,
+                                           MIN_TIMEOUT_SECONDS),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
