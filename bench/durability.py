@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import math
 import os
 import platform
 import shutil
@@ -28,7 +27,6 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +41,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession  # noqa: E402
 from pymongo.asynchronous.database import AsyncDatabase  # noqa: E402
 from pymongo.errors import PyMongoError  # noqa: E402
 
+from bench.events import percentile  # noqa: E402
 from services.tmf.embedded import EmbeddedDatabase, free_port  # noqa: E402
 from services.tmf.repository.events import in_transaction  # noqa: E402
 
@@ -79,11 +78,6 @@ class Row:
         return self.creates / self.seconds if self.seconds > 0 else 0.0
 
 
-def percentile_ms(values: Sequence[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p * len(ordered)) - 1)] * 1000
 
 
 def filesystem(path: Path) -> str:
@@ -246,8 +240,8 @@ def table(rows: dict[str, Row], what: str) -> list[str]:
         ratio = row.per_second / baseline.per_second if baseline.per_second else float("nan")
         lines.append(
             f"| {row.mode} | {row.creates:,} | {row.per_second:,.1f} | {ratio:.2f} | "
-            f"{percentile_ms(row.latencies, 0.5):,.1f} | {percentile_ms(row.latencies, 0.95):,.1f} | "
-            f"{percentile_ms(row.latencies, 0.99):,.1f} | {sum(row.errors.values())} |")
+            f"{percentile(row.latencies, 0.5):,.1f} | {percentile(row.latencies, 0.95):,.1f} | "
+            f"{percentile(row.latencies, 0.99):,.1f} | {sum(row.errors.values())} |")
     return lines
 
 

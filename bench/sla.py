@@ -39,7 +39,7 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 import httpx  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from bench.events import cpu_seconds, start_process  # noqa: E402
+from bench.events import cpu_seconds, percentile, start_process  # noqa: E402
 from bench.inventory import Row, stop, wait_ready  # noqa: E402
 from services.sla.repository import BUCKET_SECONDS, BUCKETS, MeasurementStore, StoredSample  # noqa: E402
 from services.tmf.auth.identity import DEFAULT_SCOPES, OPERATOR  # noqa: E402
@@ -83,14 +83,6 @@ FULL_EVALUATIONS = 3
 
 def stamp(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """In ms, nearest rank, of values in seconds."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p * len(ordered)) - 1)] * 1000
 
 
 # ---------------------------------------------------------------- data
