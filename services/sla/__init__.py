@@ -4,6 +4,7 @@ rebates in money and settlement statements."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,13 +15,15 @@ from starlette.responses import Response
 
 from services.tmf.api import ApiContext, ApiDeclaration
 from services.tmf.authentication import call_of
-from services.tmf.errors import BadRequest, Conflict, Forbidden, NotFound
+from services.tmf.errors import BadRequest, Conflict, Forbidden, NotFound, TmfError
 from services.tmf.repository import Visibility, public
 from services.tmf.resource import Handler, ResourceType, json_response
 
 from .evaluate import Closer, parse_time
 from .evaluation import METRICS, Period
 from .measurements import Intake
+from .report_documents import report_csv, report_pdf
+from .reports import Reports, parse_report_request
 from .repository import MeasurementStore
 from .rules import SlaRules
 
@@ -92,7 +95,70 @@ def sla_handlers(context: ApiContext) -> dict[str, Handler]:
         presented = context.resource_apis["slaEvaluation"].present(evaluation)
         return json_response(presented, 201, {"Location": presented["href"]})
 
-    return {"createMeasurement": take_measurements, "listMetric": list_metrics, "createSLAEvaluation": evaluate}
+    async def sla_report(id: str, period: str | None = None, start: str | None = None,
+                         format: str | None = None) -> Response:
+        kind, day = parse_report_request(period, start)
+        media_type = report_media_type(format, request.headers.get("accept"))
+        report = await Reports(context).sla_report(id, kind, day, call_of(request))
+        return report_response(report, media_type, f"sla-{id[:64]}-{kind}-{day}")
+
+    async def party_report(partyId: str, period: str | None = None, start: str | None = None,
+                           format: str | None = None) -> Response:
+        kind, day = parse_report_request(period, start)
+        media_type = report_media_type(format, request.headers.get("accept"))
+        report = await Reports(context).party_report(partyId, kind, day, call_of(request))
+        return report_response(report, media_type, f"party-{kind}-{day}")
+
+    return {"createMeasurement": take_measurements, "listMetric": list_metrics, "createSLAEvaluation": evaluate,
+            "retrieveSLAReport": sla_report, "retrievePartyReport": party_report}
+
+
+REPORT_FORMATS = {"json": "application/json", "csv": "text/csv", "pdf": "application/pdf"}
+
+
+def report_media_type(format: str | None, accept: str | None) -> str:
+    """The report's media type: ``format`` when given, else the first the Accept header prefers
+    (by its q values), JSON for none or ``*/*``; 406 when Accept names none we write."""
+    if format:
+        if format not in REPORT_FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(REPORT_FORMATS)}, got '{format[:32]}'")
+        return REPORT_FORMATS[format]
+    if not accept:
+        return REPORT_FORMATS["json"]
+    offered: list[tuple[float, int, str]] = []
+    for position, entry in enumerate(accept.split(",")[:32]):
+        media, *parameters = (part.strip() for part in entry.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            offered.append((-quality, position, media.lower()))
+    for _, _, media in sorted(offered):
+        if media in ("*/*", "application/*"):
+            return REPORT_FORMATS["json"]
+        if media == "text/*":
+            return REPORT_FORMATS["csv"]
+        if media in REPORT_FORMATS.values():
+            return media
+    raise TmfError(f"reports are written as {', '.join(REPORT_FORMATS.values())}; accept one of them "
+                   "or ask with format=json|csv|pdf", status=406, reason="Not acceptable")
+
+
+def report_response(report: dict[str, Any], media_type: str, name: str) -> Response:
+    # The file name carries a client's id: only characters that need no quoting in a header.
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if media_type == "text/csv":
+        return Response(report_csv(report), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if media_type == "application/pdf":
+        return Response(report_pdf(report), media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{name}.pdf"'})
+    return json_response(report)
 
 
 async def close_periods(context: ApiContext) -> None:
