@@ -103,15 +103,19 @@ def chart_periods(period: Period, kind: str, time_zone: str) -> list[tuple[str, 
     return bars
 
 
-def _window(samples: dict[tuple[str, str], list[Sample]], period: Period) -> dict[tuple[str, str], list[Sample]]:
-    """The samples that can count in ``period``: those observed from a day before it (the longest
-    a sample covers) until its end, as the evaluation loads them for that period."""
-    first = period.start - timedelta(seconds=MAX_INTERVAL_SECONDS)
-    sliced = {}
-    for key, rows in samples.items():
-        instants = [s.at for s in rows]
-        sliced[key] = rows[bisect_left(instants, first):bisect_left(instants, period.end)]
-    return sliced
+class _Timeline:
+    """A period's samples, sliced for each bar of its chart as the evaluation would load them
+    for that bar alone: those observed from a day before it (the longest a sample covers) until
+    its end."""
+
+    def __init__(self, samples: dict[tuple[str, str], list[Sample]]) -> None:
+        self.samples = samples
+        self.instants = {key: [s.at for s in rows] for key, rows in samples.items()}
+
+    def within(self, period: Period) -> dict[tuple[str, str], list[Sample]]:
+        first = period.start - timedelta(seconds=MAX_INTERVAL_SECONDS)
+        return {key: rows[bisect_left(self.instants[key], first):bisect_left(self.instants[key], period.end)]
+                for key, rows in self.samples.items()}
 
 
 def _overlapping(sla_id: str | None, period: Period) -> dict[str, Any]:
@@ -200,8 +204,9 @@ class Reports:
             {"rule": r["rule"], "metric": r["metric"], "unit": r["unit"],
              "interval": "hour" if kind == "day" else "day", "bar": []} for r in rule_results]
         by_rule = {c["rule"]: c for c in charts}
+        timeline = _Timeline(samples)
         for label, bar in chart_periods(period, kind, time_zone):
-            for result in evaluate_rules(sla, bar, _window(samples, bar)):
+            for result in evaluate_rules(sla, bar, timeline.within(bar)):
                 if result.rule.id in by_rule:
                     by_rule[result.rule.id]["bar"].append({
                         "label": label, "start": text(bar.start), "end": text(bar.end),

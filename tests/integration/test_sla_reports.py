@@ -292,7 +292,8 @@ def test_a_day_and_a_week_across_the_autumn_clock_change_in_stockholm(suite):
         "2026-10-24T22:00:00.000Z", "2026-10-25T23:00:00.000Z")
     assert day["period"]["seconds"] == 25 * 3600
     assert day["state"] == "open"
-    expected = evaluate(client, sla["id"], datetime(2026, 10, 24, 22, tzinfo=UTC), datetime(2026, 10, 25, 23, tzinfo=UTC))
+    local_day = (datetime(2026, 10, 24, 22, tzinfo=UTC), datetime(2026, 10, 25, 23, tzinfo=UTC))
+    expected = evaluate(client, sla["id"], *local_day)
     assert day["ruleResult"] == expected["ruleResult"]
     assert day["ruleResult"][0]["evaluatedSeconds"] == 25 * 3600
     bars = next(c for c in day["chart"] if c["rule"] == "availability")["bar"]
