@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from services.app import create_app
 from services.sla.report_documents import parse_report_csv, render_report_html
+from services.tmf.spec import SchemaIndex, load_document
 from tests.conftest import make_settings
 from tests.support.auth import bearer
 from tests.support.parties import tmf_error
@@ -111,6 +112,10 @@ def evaluate(client: TestClient, sla_id: str, start: datetime, end: datetime, cl
     return response.json()
 
 
+def document_errors(schema: str, body: dict) -> list[str]:
+    return SchemaIndex(load_document("slaManagement.yaml"), schema).errors(body)
+
+
 def cents(value: float) -> Decimal:
     """The exact cents of an amount the API answered."""
     return Decimal(repr(value)).quantize(Decimal("0.01"))
@@ -154,6 +159,7 @@ def test_a_closed_month_reports_the_evaluation_rebate_and_statements_exactly(sui
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     report = response.json()
+    assert document_errors("SLAReport", report) == []
     assert report["state"] == "closed"
     assert report["evaluation"]["id"] == evaluation["id"]
     assert report["period"]["startDateTime"] == "2026-10-01T00:00:00.000Z"
@@ -237,6 +243,7 @@ def test_the_party_report_holds_its_slas_and_its_statements_totals(suite, closed
     response = client.get(f"{SLA_API}/report?partyId=operator&period=month&start=2026-10-17")
     assert response.status_code == 200, response.text
     report = response.json()
+    assert document_errors("PartyReport", report) == []
     assert sorted(r["sla"]["id"] for r in report["slaReport"]) == sorted(
         [closed_october["sla"]["id"], closed_october["partner"]["id"]])
     [statement] = report["statement"]
@@ -291,6 +298,7 @@ def test_a_day_and_a_week_across_the_autumn_clock_change_in_stockholm(suite):
     assert (day["period"]["startDateTime"], day["period"]["endDateTime"]) == (
         "2026-10-24T22:00:00.000Z", "2026-10-25T23:00:00.000Z")
     assert day["period"]["seconds"] == 25 * 3600
+    assert document_errors("SLAReport", day) == []
     assert day["state"] == "open"
     local_day = (datetime(2026, 10, 24, 22, tzinfo=UTC), datetime(2026, 10, 25, 23, tzinfo=UTC))
     expected = evaluate(client, sla["id"], *local_day)
