@@ -231,12 +231,17 @@ class Reports:
         violations = await self._store("slaViolation").find(_overlapping(sla["id"], period), call, sort=sort,
                                                             limit=MAX_ITEMS)
         rebates = await self._store("rebate").find(_overlapping(sla["id"], period), call, sort=sort, limit=MAX_ITEMS)
-        rebate_ids = [r["id"] for r in rebates]
         lines: list[dict[str, Any]] = []
-        if rebate_ids:
+        if rebates:
+            # A rebate's lines are on the statements of its payer and payee for its period and
+            # currency, whose ids the close derived from exactly these: read by id, no scan.
+            statement_ids = sorted({
+                stable_id("statement", who["id"], r["period"]["startDateTime"], r["period"]["endDateTime"],
+                          r["amount"]["unit"])
+                for r in rebates for who in (r.get("payer"), r.get("payee")) if who and who.get("id")})
             statements = await self._store("settlementStatement").find(
-                {"line.rebate.id": {"$in": rebate_ids}}, call, sort=[("party.id", 1), ("id", 1)], limit=MAX_ITEMS)
-            wanted = set(rebate_ids)
+                {"_id": {"$in": statement_ids}}, call, sort=[("party.id", 1)], limit=MAX_ITEMS)
+            wanted = {r["id"] for r in rebates}
             for statement in statements:
                 for line in statement.get("line") or []:
                     if (line.get("rebate") or {}).get("id") in wanted:
