@@ -190,6 +190,17 @@ def _met(value: Any) -> str:
     return {True: "met", False: "missed", None: "no data"}[value]
 
 
+def _scale(values: list[float], reference: float | None, unit: str) -> tuple[float, float]:
+    """The value axis of a chart: the values and the reference with a margin, so that 99.2 and
+    99.9 look different; never below 0 for values that are not, never above 100 %."""
+    every = [*values, *([float(reference)] if reference is not None else [])]
+    low, high = min(every), max(every)
+    pad = (high - low) * 0.1 or 1.0
+    bottom = max(0.0, low - pad) if low >= 0 else low - pad
+    top = min(100.0, high + pad) if unit == "%" and high <= 100 and high > bottom else high + pad
+    return bottom, top
+
+
 def _pdf_chart(chart: dict[str, Any], reference: float | None) -> Any:
     from reportlab.graphics.charts.barcharts import VerticalBarChart
     from reportlab.graphics.shapes import Drawing, Line, String
@@ -203,11 +214,7 @@ def _pdf_chart(chart: dict[str, Any], reference: float | None) -> Any:
     if not known:
         drawing.add(String(40, 60, "no data in this period", fontName="Helvetica", fontSize=8))
         return drawing
-    low = min([*known, *([reference] if reference is not None else [])])
-    high = max([*known, *([reference] if reference is not None else [])])
-    pad = (high - low) * 0.1 or 1.0
-    bottom = max(0.0, low - pad) if low >= 0 else low - pad
-    top = high + pad
+    bottom, top = _scale(known, reference, chart["unit"])
     bars = VerticalBarChart()
     bars.x, bars.y, bars.width, bars.height = 40, 25, 430, 105
     bars.data = [[bottom if v is None else v for v in values]]
@@ -341,11 +348,7 @@ def svg_chart(chart: dict[str, Any], reference: float | None = None) -> Markup:
              f'height="{_CHART_HEIGHT}" viewBox="0 0 {_CHART_WIDTH} {_CHART_HEIGHT}">',
              f"<title>{escape(str(chart['metric']))} per {escape(str(chart['interval']))}</title>"]
     if known and bars:
-        scale = [*known, *([float(reference)] if reference is not None else [])]
-        low, high = min(scale), max(scale)
-        pad = (high - low) * 0.1 or 1.0
-        bottom = max(0.0, low - pad) if low >= 0 else low - pad
-        top = high + pad
+        bottom, top = _scale(known, reference, chart["unit"])
         plot_height = _CHART_HEIGHT - 20
         step = (_CHART_WIDTH - _AXIS) / len(bars)
 

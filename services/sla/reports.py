@@ -55,7 +55,7 @@ REPORT_KINDS = ("day", "week", "month")
 FIRST_DAY = date(1970, 1, 2)
 LAST_DAY = date(9998, 11, 30)
 # A party report evaluates every SLA of the party; beyond this many, report per SLA.
-MAX_PARTY_SLAS = 100
+MAX_PARTY_SLAS = 50
 # Rebates, violations and statements overlapping one report: a month of daily SLA periods with
 # every rule violated stays far below this.
 MAX_ITEMS = 2000
