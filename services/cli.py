@@ -29,6 +29,7 @@ import uvicorn  # noqa: E402
 from pymongo import MongoClient, uri_parser  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
+from console import cli as console_cli  # noqa: E402
 from gateway.wiring import in_process, standalone  # noqa: E402
 from services import clients  # noqa: E402
 from services.app import API_NAMES, create_app, select  # noqa: E402
@@ -401,9 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="without --mongodb-uri: use the embedded database a sqm serve --api started in this "
                            "data dir (default ./.sqm)")
     clients.add_parser(commands)
+    console_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "client":
         return clients.run(args)
+    if args.command == "user":
+        return console_cli.run(args)
     if args.command == "gateway":
         return gateway(args)
     return serve(args)
