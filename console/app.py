@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16_384
 MAX_HOOK_BYTES = 1_048_576
 HEARTBEAT_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 1.0
 PAGES = (("graph", "Service graph"), ("sla", "SLA board"), ("problems", "Problems"),
          ("settlement", "Settlement"), ("reports", "Reports"))
 
@@ -76,6 +78,7 @@ class Console:
             self.subscriber.start()
 
     async def shutdown(self) -> None:
+        self.broker.close()
         await self.subscriber.stop()
         if self._suite is not None:
             await self._suite.close()
@@ -150,6 +153,10 @@ class Console:
                 request.state.form = form
             try:
                 return await handler(request, session)
+            except httpx.HTTPError as exc:
+                return self.render("error.html", 502, session=session,
+                                   message=f"The suite cannot be reached right now ({type(exc).__name__}); "
+                                           "try again in a moment.")
             except SuiteError as exc:
                 if exc.status == 401:
                     return RedirectResponse(f"{PREFIX}/login", status_code=303)
@@ -289,13 +296,19 @@ class Console:
         async def stream() -> AsyncIterator[bytes]:
             async with self.broker.listen() as queue:
                 yield b": connected\n\n"
-                while True:
+                quiet = 0.0
+                while not self.broker.closed:
                     try:
-                        panel = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                        panel = await asyncio.wait_for(queue.get(), DISCONNECT_CHECK_SECONDS)
                     except TimeoutError:
+                        # A browser that went away is noticed here, so a stopping server never
+                        # waits on a stream nobody reads.
                         if await request.is_disconnected():
                             return
-                        yield b": heartbeat\n\n"
+                        quiet += DISCONNECT_CHECK_SECONDS
+                        if quiet >= HEARTBEAT_SECONDS:
+                            quiet = 0.0
+                            yield b": heartbeat\n\n"
                         continue
                     yield f"event: changed\ndata: {panel}\n\n".encode()
 

@@ -45,6 +45,11 @@ class Broker:
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[str]] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        """Streams end at their next check: the server is stopping."""
+        self.closed = True
 
     @property
     def listeners(self) -> int:

@@ -18,7 +18,6 @@ from tests.support.console import (
     PROBLEMS,
     Seeded,
     console_suite,
-    eventually,
     raise_alarm,
     seed,
     visible_text,

@@ -30,7 +30,7 @@ INVENTORY = "/tmf-api/serviceInventory/v4"
 SLA = "/tmf-api/slaManagement/v4"
 ALARMS = "/tmf-api/alarmManagement/v4"
 PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
-PASSWORD = "correct horse battery"  # noqa: S105 - a test password
+PASSWORD = "correct horse battery"
 # name -> (party, role)
 PEOPLE = {"olga": ("operator", "operator"), "pia": ("partner-a", "partner"), "pablo": ("partner-b", "partner"),
           "carl": ("acme", "customer"), "bea": ("beta", "customer")}
@@ -160,7 +160,7 @@ def seed(seeded: Seeded, *, alarm_on_link_1: bool = True) -> None:
     links = ("link-1", "link-2") if alarm_on_link_1 else ("link-2",)
     for link in links:
         raise_alarm(api, link)
-    assert eventually(lambda: len(api.get(f"{PROBLEMS}/serviceProblem").json()) == len(links))
+    assert eventually(lambda: len(api.get(f"{PROBLEMS}/serviceProblem?category=alarm").json()) == len(links))
 
 
 def raise_alarm(api: httpx.Client, link: str) -> None:
