@@ -165,7 +165,8 @@ async def sla_standing(suite: Suite, session: Session, sla: dict[str, Any], now:
             met=met, budget_used=used, status=status))
     violations = await suite.get(session, f"{SLA}/slaViolation", **{"sla.id": sla["id"], "limit": 20,
                                                                     "sort": "-date"})
-    standing.violations = [v for v in violations if v.get("status") != "withdrawn"]
+    standing.violations = [v for v in violations if v.get("status") != "withdrawn"
+                           and (parse_time((v.get("period") or {}).get("startDateTime")) or period.start) >= period.start]
     charge = sla.get("charge") or {}
     if charge.get("value") is not None:
         cap = (sla.get("rebateCap") or {}).get("percent")
