@@ -165,8 +165,11 @@ async def sla_standing(suite: Suite, session: Session, sla: dict[str, Any], now:
             met=met, budget_used=used, status=status))
     violations = await suite.get(session, f"{SLA}/slaViolation", **{"sla.id": sla["id"], "limit": 20,
                                                                     "sort": "-date"})
-    standing.violations = [v for v in violations if v.get("status") != "withdrawn"
-                           and (parse_time((v.get("period") or {}).get("startDateTime")) or period.start) >= period.start]
+    def this_period(violation: dict[str, Any]) -> bool:
+        start = parse_time((violation.get("period") or {}).get("startDateTime"))
+        return start is None or start >= period.start
+
+    standing.violations = [v for v in violations if v.get("status") != "withdrawn" and this_period(v)]
     charge = sla.get("charge") or {}
     if charge.get("value") is not None:
         cap = (sla.get("rebateCap") or {}).get("percent")
