@@ -44,6 +44,14 @@ class ConsoleSettings:
         return self.public_url.startswith("https://")
 
     @classmethod
+    def documented(cls) -> list[tuple[str, object]]:
+        """The variables read by :meth:`from_env`, with their defaults."""
+        return [("SQM_CONSOLE_SESSION_SECONDS", cls.session_seconds), ("SQM_CONSOLE_API_URL", ""),
+                ("SQM_CONSOLE_OIDC_ISSUER", ""), ("SQM_CONSOLE_OIDC_CLIENT_ID", ""),
+                ("SQM_CONSOLE_OIDC_CLIENT_SECRET", ""), ("SQM_CONSOLE_OIDC_PARTY_CLAIM", "party_id"),
+                ("SQM_CONSOLE_OIDC_ROLE_CLAIM", "role"), ("SQM_CONSOLE_OIDC_SCOPE", "openid")]
+
+    @classmethod
     def from_env(cls, public_url: str, database: tuple[str, str]) -> ConsoleSettings:
         public_url = public_url.rstrip("/")
         api_url = os.environ.get("SQM_CONSOLE_API_URL", "")

@@ -30,6 +30,7 @@ from pymongo import MongoClient, uri_parser  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
 from console import cli as console_cli  # noqa: E402
+from console.settings import ConsoleSettings  # noqa: E402
 from gateway.wiring import in_process, standalone  # noqa: E402
 from services import clients  # noqa: E402
 from services.app import API_NAMES, create_app, select  # noqa: E402
@@ -322,6 +323,7 @@ SERVE_DEFAULTS = {
     "SQM_INVENTORY_URL": "this server's inventory",
     "SQM_ALARM_HUB_URL": "this server's alarm hub",
     "SQM_SLA_HUB_URL": "this server's SLA hub",
+    "SQM_CONSOLE_API_URL": "SQM_PUBLIC_URL",
 }
 
 
@@ -334,8 +336,8 @@ def _default_text(value: Any) -> str:
 
 
 def documented_variables() -> list[tuple[str, Any]]:
-    """Every ``SQM_*`` variable an API process reads, with its default."""
-    return [*Settings.documented(), *AuthSettings.documented()]
+    """Every ``SQM_*`` variable an API process or the console reads, with its default."""
+    return [*Settings.documented(), *AuthSettings.documented(), *ConsoleSettings.documented()]
 
 
 def environment_defaults() -> list[tuple[str, str]]:
