@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.tmf.auth.identity import OPERATOR, PARTY_ID
+from services.tmf.auth.identity import OPERATOR, PARTNER
 from services.tmf.auth.issuer import TokenIssuer
 from services.tmf.auth.service import ClientCredentials, ServiceCredentials
 
@@ -259,7 +259,7 @@ class Console:
         problems = await views.open_problems(self.suite, session)
         return self._panel(request, "problems.html", "problems_panel.html", session, problems=problems,
                            now=_now(), age=views.age, parties=views.parties, message=message,
-                           may_act=session.role in (OPERATOR, "partner"))
+                           may_act=session.role in (OPERATOR, PARTNER))
 
     async def _acknowledge(self, request: Request, session: Session) -> Response:
         problem = str(request.state.form.get("problem", ""))[:256]
@@ -344,5 +344,3 @@ async def _form(request: Request) -> Any:
         return {}
     return await request.form(max_files=0, max_fields=200)
 
-
-__all__ = ["PARTY_ID", "Console"]
