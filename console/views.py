@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ CHOICES = 50
 LIST_LIMIT = 500
 SLA_LIMIT = 100
 GRAPH_DEPTH = 32
+EVALUATIONS_AT_ONCE = 4
 _LITERAL = re.compile(r"[A-Za-z0-9 ._:@-]*")
 
 
@@ -180,9 +182,20 @@ async def sla_standing(suite: Suite, session: Session, sla: dict[str, Any], now:
     return standing
 
 
+async def standings(suite: Suite, session: Session, slas: list[dict[str, Any]], now: datetime) -> list[SlaStanding]:
+    """The standing of each SLA, a few evaluated at a time."""
+    gate = asyncio.Semaphore(EVALUATIONS_AT_ONCE)
+
+    async def one(sla: dict[str, Any]) -> SlaStanding:
+        async with gate:
+            return await sla_standing(suite, session, sla, now)
+
+    return list(await asyncio.gather(*(one(sla) for sla in slas)))
+
+
 async def sla_board(suite: Suite, session: Session, now: datetime) -> list[SlaStanding]:
     slas = await suite.get(session, f"{SLA}/sla", sort="name", limit=SLA_LIMIT)
-    return [await sla_standing(suite, session, sla, now) for sla in slas]
+    return await standings(suite, session, slas, now)
 
 
 # -- problems ----------------------------------------------------------------------------------
@@ -264,9 +277,13 @@ async def service_tree(suite: Suite, session: Session, service_id: str, now: dat
 
 async def _mark(suite: Suite, session: Session, nodes: dict[str, Node], now: datetime) -> None:
     services = {n.id for n in nodes.values() if n.kind == "Service"}
-    resources = {n.id for n in nodes.values() if n.kind == "Resource"}
-    problems = await suite.get(session, f"{PROBLEM}/serviceProblem", status=OPEN_PROBLEM, limit=LIST_LIMIT,
-                               fields="rootCauseService,rootCauseResource,affectedService")
+    # The three questions are independent: asked at once.
+    problems, alarms, covering = await asyncio.gather(
+        suite.get(session, f"{PROBLEM}/serviceProblem", status=OPEN_PROBLEM, limit=LIST_LIMIT,
+                  fields="rootCauseService,rootCauseResource,affectedService"),
+        suite.get(session, f"{ALARM}/alarm", state="raised", limit=LIST_LIMIT, fields="alarmedObject"),
+        suite.get(session, f"{SLA}/sla", **{"relatedEntity.id": ",".join(sorted(services)[:100]),
+                                            "limit": SLA_LIMIT}))
     for problem in problems:
         for ref in problem.get("rootCauseService") or []:
             if f"Service:{ref.get('id')}" in nodes:
@@ -277,25 +294,20 @@ async def _mark(suite: Suite, session: Session, nodes: dict[str, Node], now: dat
         for ref in problem.get("affectedService") or []:
             if f"Service:{ref.get('id')}" in nodes:
                 nodes[f"Service:{ref['id']}"].marks.append("problem")
-    if resources or services:
-        alarms = await suite.get(session, f"{ALARM}/alarm", state="raised", limit=LIST_LIMIT,
-                                 fields="alarmedObject")
-        for alarm in alarms:
-            target = (alarm.get("alarmedObject") or {}).get("id")
-            for kind in ("Resource", "Service"):
-                if f"{kind}:{target}" in nodes:
-                    nodes[f"{kind}:{target}"].marks.append("alarm")
-    covering = await suite.get(session, f"{SLA}/sla", **{"relatedEntity.id": ",".join(sorted(services)[:100]),
-                                                         "limit": SLA_LIMIT}) if services else []
-    for sla in covering:
-        try:
-            status = (await sla_standing(suite, session, sla, now)).status
-        except SuiteError:
-            continue
-        if status in ("at risk", "violated"):
-            for entity in sla.get("relatedEntity") or []:
+    for alarm in alarms:
+        target = (alarm.get("alarmedObject") or {}).get("id")
+        for kind in ("Resource", "Service"):
+            if f"{kind}:{target}" in nodes:
+                nodes[f"{kind}:{target}"].marks.append("alarm")
+    try:
+        judged = await standings(suite, session, covering, now)
+    except SuiteError:
+        judged = []
+    for standing in judged:
+        if standing.status in ("at risk", "violated"):
+            for entity in standing.sla.get("relatedEntity") or []:
                 if f"Service:{entity.get('id')}" in nodes:
-                    nodes[f"Service:{entity['id']}"].marks.append(status)
+                    nodes[f"Service:{entity['id']}"].marks.append(standing.status)
     for node in nodes.values():
         node.marks = sorted(set(node.marks))
 
