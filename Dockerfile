@@ -16,6 +16,7 @@ RUN /opt/sqm/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.
     && /opt/sqm/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY services ./services
 COPY gateway ./gateway
+COPY console ./console
 COPY openapi ./openapi
 # Runtime dependencies only: no [embedded] and no [test] extra.
 RUN /opt/sqm/bin/pip install --no-cache-dir --no-deps . \

@@ -17,6 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from console.app import PREFIX as CONSOLE_PREFIX
+from console.app import Console
 from services.tmf import metrics, telemetry
 from services.tmf.auth.identity import SERVICE
 from services.tmf.auth.issuer import TokenIssuer
@@ -73,8 +75,9 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, apis: Sequence[ApiEntry], own: ASGIApp,
                  rate_limit_store: tuple[str, str] | None, identify: Identify, local_app: ASGIApp | None,
-                 issuer: tuple[TokenIssuer, str, str] | None = None) -> None:
+                 issuer: tuple[TokenIssuer, str, str] | None = None, console: Console | None = None) -> None:
         self.settings = settings
+        self.console = console
         self.own = own
         self.rate_limit_store = rate_limit_store
         self.issuer = issuer
@@ -106,8 +109,12 @@ class Gateway:
             self._issuer_mongo = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
             issuer.connect(self._issuer_mongo[database])
             await issuer.start()
+        if self.console is not None:
+            await self.console.startup()
 
     async def shutdown(self) -> None:
+        if self.console is not None:
+            await self.console.shutdown()
         await self.client.aclose()
         for client in (self._mongo, self._issuer_mongo):
             if client is not None:
@@ -185,6 +192,9 @@ class Gateway:
                 return
             await tmf_error(404, "Not found", f"no API is served at {path}; GET / lists the APIs")(scope, receive, send)
             return
+        if self.console is not None and (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
+            await self.console.app(scope, receive, send)
+            return
         await self.own(scope, receive, send)
 
     def _audit(self, identity: Identity | None, request: Request, status: int) -> None:
@@ -197,12 +207,13 @@ class Gateway:
 def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
                    rate_limit_store: tuple[str, str] | None = None, identify: Identify | None = None,
                    local_app: ASGIApp | None = None, extra_routes: Sequence[BaseRoute] = (),
-                   issuer: tuple[TokenIssuer, str, str] | None = None) -> ASGIApp:
+                   issuer: tuple[TokenIssuer, str, str] | None = None, console: Console | None = None) -> ASGIApp:
     """The public entry point. With ``local_app`` (the all-in-one ``sqm serve``) TMF paths go to
     that app in this process; otherwise to ``settings.upstreams`` over HTTP. ``rate_limit_store``
     is the (MongoDB URI, database) where replicas share their rate-limit counters; without it
     nothing is limited. ``issuer`` is a built-in token issuer the gateway hosts, with the
-    (MongoDB URI, database) of its clients and keys: its endpoints are served at the root."""
+    (MongoDB URI, database) of its clients and keys: its endpoints are served at the root.
+    ``console`` is the people's console, served under ``/console``."""
     gateway: Gateway
     telemetry.setup("tmf-sqm-gateway")  # telemetry: tracing on if OTEL_* asks
 
@@ -232,7 +243,7 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
     if local_app is not None:
         # Paths the gateway does not own (health, listeners, ...) belong to the suite's app.
         fallback = _Fallthrough(own_routes, own, local_app)
-    gateway = Gateway(settings, apis, fallback, rate_limit_store, identify or _nobody, local_app, issuer)
+    gateway = Gateway(settings, apis, fallback, rate_limit_store, identify or _nobody, local_app, issuer, console)
     own_paths = {route.path for route in own_routes if isinstance(route, Route)}
     if not settings.cors_origins:
         return gateway_telemetry.instrument(gateway, gateway, own_paths)  # telemetry

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 from starlette.types import ASGIApp
 
+from console.app import Console
+from console.settings import ConsoleSettings
 from services.tmf.auth.issuer import TokenIssuer
 from services.tmf.auth.settings import AuthSettings
 from services.tmf.auth.validator import TokenValidator
@@ -37,8 +39,10 @@ def in_process(app: ASGIApp, issuer: TokenIssuer | None, public_url: str, databa
     validator = (TokenValidator(issuer.settings, key_source=issuer.jwks) if issuer is not None
                  else TokenValidator(AuthSettings.from_env()))
     store = database if settings.rate_limit or settings.anonymous_rate_limit else None
+    console = Console(ConsoleSettings.from_env(public_url, database), issuer,
+                      os.environ.get("SQM_OPERATOR_PARTY_ID") or "operator")
     return create_gateway(settings, suite_apis(), local_app=app, identify=identify_with(validator),
-                          rate_limit_store=store)
+                          rate_limit_store=store, console=console)
 
 
 def standalone(database: tuple[str, str], public_url: str) -> ASGIApp:
@@ -58,5 +62,7 @@ def standalone(database: tuple[str, str], public_url: str) -> ASGIApp:
     else:
         validator = TokenValidator(auth)
     store = database if settings.rate_limit or settings.anonymous_rate_limit else None
+    console = Console(ConsoleSettings.from_env(public_url, database), issuer,
+                      os.environ.get("SQM_OPERATOR_PARTY_ID") or "operator")
     return create_gateway(settings, suite_apis(), rate_limit_store=store, identify=identify_with(validator),
-                          issuer=(issuer, *database) if issuer is not None else None)
+                          issuer=(issuer, *database) if issuer is not None else None, console=console)

@@ -29,6 +29,8 @@ import uvicorn  # noqa: E402
 from pymongo import MongoClient, uri_parser  # noqa: E402
 from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 
+from console import cli as console_cli  # noqa: E402
+from console.settings import ConsoleSettings  # noqa: E402
 from gateway.wiring import in_process, standalone  # noqa: E402
 from services import clients  # noqa: E402
 from services.app import API_NAMES, create_app, select  # noqa: E402
@@ -321,6 +323,7 @@ SERVE_DEFAULTS = {
     "SQM_INVENTORY_URL": "this server's inventory",
     "SQM_ALARM_HUB_URL": "this server's alarm hub",
     "SQM_SLA_HUB_URL": "this server's SLA hub",
+    "SQM_CONSOLE_API_URL": "SQM_PUBLIC_URL",
 }
 
 
@@ -333,8 +336,8 @@ def _default_text(value: Any) -> str:
 
 
 def documented_variables() -> list[tuple[str, Any]]:
-    """Every ``SQM_*`` variable an API process reads, with its default."""
-    return [*Settings.documented(), *AuthSettings.documented()]
+    """Every ``SQM_*`` variable an API process or the console reads, with its default."""
+    return [*Settings.documented(), *AuthSettings.documented(), *ConsoleSettings.documented()]
 
 
 def environment_defaults() -> list[tuple[str, str]]:
@@ -401,9 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="without --mongodb-uri: use the embedded database a sqm serve --api started in this "
                            "data dir (default ./.sqm)")
     clients.add_parser(commands)
+    console_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "client":
         return clients.run(args)
+    if args.command == "user":
+        return console_cli.run(args)
     if args.command == "gateway":
         return gateway(args)
     return serve(args)

@@ -168,6 +168,14 @@ class TokenValidator:
         self._verified[token] = (caller, float(claims["exp"]) + self.settings.clock_skew_seconds)
         return caller
 
+    async def verify(self, token: str) -> tuple[dict[str, Any], Caller]:
+        """The verified claims of a token and the caller they stand for, for a caller that must
+        check more claims itself (an OpenID Connect ID token's ``nonce``)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise invalid_token("the token is empty or too long")
+        claims = await self._verify(token)
+        return claims, self._caller(claims)
+
     async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
