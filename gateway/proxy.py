@@ -29,9 +29,12 @@ def tmf_error(status: int, reason: str, message: str, headers: dict[str, str] | 
                     headers=headers)
 
 
+# Request headers the gateway sets itself.
+_REPLACED = HOP_BY_HOP | {b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+
+
 def _forwarded_headers(request: Request) -> list[tuple[bytes, bytes]]:
-    replaced = {b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in HOP_BY_HOP | replaced]
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _REPLACED]
     client = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
     return [*headers,
