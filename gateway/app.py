@@ -27,8 +27,8 @@ from services.tmf.errors import TmfError
 
 from . import telemetry as gateway_telemetry
 from .portal import ApiEntry, catalogue, docs_page
-from .proxy import Upstream, http_client, route_table, tmf_error
-from .ratelimit import MongoWindowStorage, RateLimits
+from .proxy import Pool, Upstream, route_table, tmf_error
+from .ratelimit import MongoCounters, RateLimits
 from .settings import GatewaySettings
 
 log = structlog.get_logger("gateway")
@@ -86,8 +86,7 @@ class Gateway:
         self._mongo: AsyncMongoClient[dict[str, Any]] | None = None
         self.identify = identify
         self.local_app = local_app
-        self.client = http_client(settings.connect_timeout_seconds, settings.read_timeout_seconds,
-                                  settings.max_connections)
+        self.client = Pool(settings.connect_timeout_seconds, settings.read_timeout_seconds, settings.max_connections)
         base_paths = {a.name: a.base_path for a in apis}
         self.routes = route_table(base_paths, {
             name: Upstream(name, url, settings.public_url, self.client) for name, url in settings.upstreams.items()})
@@ -103,7 +102,8 @@ class Gateway:
         if self.rate_limit_store is not None:
             uri, database = self.rate_limit_store
             self._mongo = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
-            self.limits = RateLimits(MongoWindowStorage(self._mongo[database]))
+            self.limits = RateLimits(MongoCounters(self._mongo[database]))
+            self.limits.start()
         if self.issuer is not None:
             issuer, uri, database = self.issuer
             self._issuer_mongo = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
@@ -115,6 +115,8 @@ class Gateway:
     async def shutdown(self) -> None:
         if self.console is not None:
             await self.console.shutdown()
+        if self.limits is not None:
+            await self.limits.stop()
         await self.client.aclose()
         for client in (self._mongo, self._issuer_mongo):
             if client is not None:
@@ -227,7 +229,7 @@ def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,
         return JSONResponse({"status": "up"})
 
     async def ready(request: Request) -> Response:
-        if gateway.limits is not None and not await gateway.limits.limiter.storage.check():
+        if gateway.limits is not None and not await gateway.limits.counters.check():
             return JSONResponse({"status": "down", "rateLimitStorage": "down"}, status_code=503)
         return JSONResponse({"status": "up", "upstreams": dict(settings.upstreams)})
 

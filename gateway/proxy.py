@@ -4,7 +4,7 @@ timeouts, responses streamed back, and the upstream's own address in ``href``s a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
@@ -29,9 +29,12 @@ def tmf_error(status: int, reason: str, message: str, headers: dict[str, str] | 
                     headers=headers)
 
 
+# Request headers the gateway sets itself.
+_REPLACED = HOP_BY_HOP | {b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+
+
 def _forwarded_headers(request: Request) -> list[tuple[bytes, bytes]]:
-    replaced = {b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in HOP_BY_HOP | replaced]
+    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _REPLACED]
     client = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
     return [*headers,
@@ -54,10 +57,32 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]], rewrite: tuple[bytes, 
     return headers
 
 
+class Pool:
+    """Keep-alive connections to every upstream, used at httpx's transport level: the gateway
+    passes calls through, so a client's cookie jar (which would carry one partner's cookies to
+    the next), redirects and auth flows have no place here, and cost time on every call."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout).as_dict()
+
+    async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]],
+                   content: bytes | AsyncIterator[bytes] | None) -> httpx.Response:
+        """The upstream's answer, its body still to be read (or closed)."""
+        request = httpx.Request(method, url, headers=headers, content=content, extensions={"timeout": self.timeout})
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 class Upstream:
     """One API process reached over HTTP."""
 
-    def __init__(self, name: str, url: str, public_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, name: str, url: str, public_url: str, client: Pool) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self.public_url = public_url.rstrip("/")
@@ -68,13 +93,15 @@ class Upstream:
         target = self.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         declared = request.headers.get("content-length", "")
         # A body of known, bounded size goes in one piece, as a direct call sends it; larger or
-        # chunked ones are streamed through.
-        content = (await request.body() if declared.isdigit() and int(declared) <= MAX_BUFFERED_BYTES
-                   else request.stream())
-        outgoing = self.client.build_request(request.method, target, headers=_forwarded_headers(request),
-                                             content=content)
+        # chunked ones are streamed through. Without either header there is no body (RFC 9112
+        # §6.3), and none is sent: a stream would go out as an empty chunked body.
+        content: bytes | AsyncIterator[bytes] | None = None
+        if declared.isdigit() and int(declared) <= MAX_BUFFERED_BYTES:
+            content = await request.body()
+        elif declared or "transfer-encoding" in request.headers:
+            content = request.stream()
         try:
-            upstream = await self.client.send(outgoing, stream=True)
+            upstream = await self.client.send(request.method, target, _forwarded_headers(request), content)
         except httpx.TimeoutException:
             return tmf_error(504, "Gateway timeout", f"the {self.name} API did not answer in time; try again")
         except httpx.HTTPError as exc:
@@ -96,13 +123,6 @@ class Upstream:
             return Response(body.replace(*self._rewrite), status_code=upstream.status_code, headers=headers)
         return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers,
                                  background=BackgroundTask(upstream.aclose))
-
-
-def http_client(connect_timeout: float, read_timeout: float, max_connections: int) -> httpx.AsyncClient:
-    """One pooled client for every upstream: keep-alive connections, no redirects followed."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
 
 
 def route_table(base_paths: dict[str, str], upstreams: dict[str, Any]) -> list[tuple[str, Any]]:

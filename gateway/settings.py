@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
-from services.tmf.settings import SettingsError, _float
+from services.tmf.settings import SettingsError, env_float
 
 MIN_TIMEOUT_SECONDS = 0.001
 
@@ -66,9 +66,9 @@ class GatewaySettings:
                                                  "SQM_GATEWAY_RATE_LIMIT")),
             "anonymous_rate_limit": tuple(parse_rate_limit(
                 os.environ.get("SQM_GATEWAY_ANONYMOUS_RATE_LIMIT", "10/second"), "SQM_GATEWAY_ANONYMOUS_RATE_LIMIT")),
-            "connect_timeout_seconds": _float("SQM_GATEWAY_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds,
+            "connect_timeout_seconds": env_float("SQM_GATEWAY_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds,
                                               MIN_TIMEOUT_SECONDS),
-            "read_timeout_seconds": _float("SQM_GATEWAY_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds,
+            "read_timeout_seconds": env_float("SQM_GATEWAY_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds,
                                            MIN_TIMEOUT_SECONDS),
         }
         values.update(overrides)

@@ -227,7 +227,9 @@ def serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("SQM_INVENTORY_URL", f"{public}/tmf-api/serviceInventory/v4")
         os.environ.setdefault("SQM_ALARM_HUB_URL", f"{public}/tmf-api/alarmManagement/v4")
         os.environ.setdefault("SQM_SLA_HUB_URL", f"{public}/tmf-api/slaManagement/v4")
-        settings = Settings.from_env(**overrides)
+        # Only the settings of the APIs served here are read and checked; the others keep defaults.
+        sections = {section for declaration in declarations for section in declaration.settings}
+        settings = Settings.from_env(sections, **overrides)
         configure_logging(settings.log_level)
         if settings.unsafe_skip_fsync:
             structlog.get_logger("sqm").warning(
@@ -255,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
                                         sync_on_commit=not settings.unsafe_skip_fsync, hold=[lock.fd])
             uri = embedded.start()
             lock.announce(uri)
-        settings = Settings.from_env(mongodb_uri=uri, **overrides)
+        settings = Settings.from_env(sections, mongodb_uri=uri, **overrides)
         app = create_app(settings, apis=[d.name for d in declarations])
         # Without --api, the gateway runs in this process in front of every API.
         front = app if args.api else in_process(app, issuer_of(app), settings.public_url,

@@ -32,7 +32,7 @@ class Suppliers:
 
     @property
     def inventory(self) -> str:
-        url = self.context.settings.inventory_url
+        url = self.context.settings.inventory.url
         if not url:
             raise Forbidden("this service has no inventory configured to check what a partner supplies; "
                             "only the operator may do this here")

@@ -81,10 +81,12 @@ PROBLEM_API = ApiDeclaration(
     resources=(PROBLEM, EVENT_RECORD, *TASKS),
     extra_handlers=problem_handlers,
     event_records=(("serviceProblem", "serviceProblemEventRecord"),),
+    settings=("delivery", "problem", "inventory"),
     consumes=(
-        Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.alarm_hub_url, handle=take_alarm),
+        Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.problem.alarm_hub_url,
+                    handle=take_alarm),
         # State changes carry withdrawals: a problem opened only by a withdrawn violation closes.
-        Consumption(("SLAViolationCreateEvent", "SLAViolationStateChangeEvent"), hub=lambda s: s.sla_hub_url,
+        Consumption(("SLAViolationCreateEvent", "SLAViolationStateChangeEvent"), hub=lambda s: s.problem.sla_hub_url,
                     handle=take_violation),
     ),
 )
@@ -94,4 +96,5 @@ ALARM_API = ApiDeclaration(
     document="alarmManagement.yaml",
     base_path="/tmf-api/alarmManagement/v4",
     resources=(ALARM,),
+    settings=("delivery", "inventory"),
 )

@@ -160,7 +160,8 @@ class Correlator:
     def __init__(self, context: ApiContext) -> None:
         self.context = context
         settings = context.settings
-        self.impacts = ImpactCache(settings.inventory_url, settings.impact_cache_seconds, context.service_auth())
+        self.impacts = ImpactCache(settings.inventory.url, settings.problem.impact_cache_seconds,
+                                   context.service_auth())
         self._locks: dict[str, asyncio.Lock] = {}
         self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(self._correlate)
 
@@ -190,7 +191,7 @@ class Correlator:
 
     async def raised(self, alarm: dict[str, Any], accepted_at: str | None = None) -> None:
         found = element(alarm)
-        if found is None or not self.context.settings.inventory_url:
+        if found is None or not self.context.settings.inventory.url:
             return
         kind, element_id, target = found
         graph = await self.impacts.impact(kind, element_id)
@@ -238,7 +239,7 @@ class Correlator:
 
     async def reopen_recent(self, key: str) -> dict[str, Any] | None:
         """A raise soon after the clear that resolved a problem reopens that problem."""
-        damping = self.context.settings.problem_damping_seconds
+        damping = self.context.settings.problem.damping_seconds
         if damping <= 0:
             return None
         kind, element_id = key.split(":", 1)
@@ -421,7 +422,7 @@ class Correlator:
         details = violation.get("violation") or {}
         sla = violation.get("sla") or {}
         importance = 5
-        sla_api = self.context.settings.sla_hub_url
+        sla_api = self.context.settings.problem.sla_hub_url
         if sla.get("id") and sla_api:
             # The configured SLA service, asked by id: never a URL taken from the event.
             found = await self.impacts.get_json(f"{sla_api}/sla/{quote(str(sla['id']), safe='')}")

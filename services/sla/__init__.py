@@ -174,7 +174,7 @@ async def close_periods(context: ApiContext) -> None:
             raise
         except Exception:  # the next round tries again; a close is idempotent
             log.exception("closing periods failed")
-        await asyncio.sleep(context.settings.sla_close_interval_seconds)
+        await asyncio.sleep(context.settings.sla.close_interval_seconds)
 
 
 API = ApiDeclaration(
@@ -184,6 +184,7 @@ API = ApiDeclaration(
     resources=(SLA, VIOLATION, EVALUATION, REBATE, STATEMENT),
     extra_handlers=sla_handlers,
     tasks=(close_periods,),
+    settings=("delivery", "sla", "inventory"),
 )
 
 __all__ = ["API"]

@@ -99,7 +99,8 @@ class Intake:
         if call.read_only:
             raise Forbidden(f"a {call.role} may only read")
         now = self.context.clock()
-        samples = check_batch(body, int(now.timestamp() * 1000), self.context.settings.measurement_future_skew_seconds)
+        skew = self.context.settings.sla.measurement_future_skew_seconds
+        samples = check_batch(body, int(now.timestamp() * 1000), skew)
         services = sorted({s.service for s in samples})
         # A partner reports only about what it supplies: down samples could otherwise raise a
         # violation on another party's SLA.

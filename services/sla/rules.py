@@ -113,7 +113,7 @@ def check_sla(sla: dict[str, Any]) -> None:
 class SlaRules(ResourceRules):
     async def _check_services(self, api: ResourceApi, sla: dict[str, Any]) -> list[str]:
         services = covered_services(sla)
-        inventory = api.settings.inventory_url
+        inventory = api.settings.inventory.url
         if not inventory or not services:
             return services
         missing = []

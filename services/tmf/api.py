@@ -67,6 +67,9 @@ class ApiDeclaration:
     event_records: tuple[tuple[str, str], ...] = ()
     # Background work for as long as the app runs (e.g. closing SLA periods).
     tasks: tuple[Callable[[ApiContext], Coroutine[Any, Any, None]], ...] = ()
+    # The sections of ``Settings`` it reads beyond the shared settings (``settings.SECTIONS``):
+    # a process reads and checks only those of the APIs it serves.
+    settings: tuple[str, ...] = ("delivery",)
 
 
 @dataclass

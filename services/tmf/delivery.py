@@ -108,8 +108,8 @@ async def resolves_privately(url: str) -> bool:
 
 def own_base_urls(settings: Settings) -> tuple[str, ...]:
     """The base URLs of the suite's own services, as configured in this process."""
-    configured = (settings.public_url, settings.inventory_url, settings.alarm_hub_url, settings.sla_hub_url,
-                  *settings.internal_urls)
+    configured = (settings.public_url, settings.inventory.url, settings.problem.alarm_hub_url,
+                  settings.problem.sla_hub_url, *settings.internal_urls)
     return tuple(url for url in configured if url)
 
 
@@ -171,7 +171,7 @@ class Dispatcher:
         # The suite's own bearer token goes with deliveries to the suite's own listeners (and to
         # no one else), so that a gateway on the way knows them for the suite's.
         self.credentials = credentials
-        self.client = client or outgoing.client(settings.delivery_timeout_seconds)
+        self.client = client or outgoing.client(settings.delivery.timeout_seconds)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
@@ -202,25 +202,25 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.settings.delivery_timeout_seconds + 1)
+            await asyncio.wait(self._tasks, timeout=self.settings.delivery.timeout_seconds + 1)
         await self._flush()
         await self.client.aclose()
 
     def _limit(self, subscription_id: str) -> int:
         if subscription_id in self._internal:
-            return self.settings.delivery_concurrency
-        return self.settings.delivery_per_subscription
+            return self.settings.delivery.concurrency
+        return self.settings.delivery.per_subscription
 
     def _capacity(self, subscription_id: str) -> int:
         return self._limit(subscription_id) - self._in_flight[subscription_id]
 
     async def _run(self) -> None:
-        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
+        lease = timedelta(seconds=self.settings.delivery.lease_seconds)
         while not self._stopping:
             claimed: list[tuple[dict[str, Any], dict[str, Any]]] = []
             try:
                 await self._flush()
-                free = self.settings.delivery_concurrency - len(self._tasks)
+                free = self.settings.delivery.concurrency - len(self._tasks)
                 if free > 0:
                     saturated = [s for s, n in self._in_flight.items() if n >= self._limit(s)]
                     claimed = await self.store.claim(self.owner, self._capacity, free, lease, saturated, self.apis)
@@ -236,7 +236,7 @@ class Dispatcher:
             if not claimed:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), self.settings.delivery.poll_seconds)
 
     def _done(self, subscription_id: str) -> Any:
         def finished(task: asyncio.Task[None]) -> None:
@@ -309,11 +309,11 @@ class Dispatcher:
         if created.tzinfo is None:
             created = created.replace(tzinfo=utcnow().tzinfo)
         age = (utcnow() - created).total_seconds()
-        if attempts >= self.settings.delivery_max_attempts or age >= self.settings.delivery_max_age_seconds:
+        if attempts >= self.settings.delivery.max_attempts or age >= self.settings.delivery.max_age_seconds:
             log.warning("delivery dead-lettered", delivery=delivery["_id"], attempts=attempts, error=error)
             return Outcome(delivery["_id"], "dead", status=status, error=error)
-        backoff = min(self.settings.delivery_backoff_max_seconds,
-                      self.settings.delivery_backoff_seconds * 2 ** (attempts - 1))
+        backoff = min(self.settings.delivery.backoff_max_seconds,
+                      self.settings.delivery.backoff_seconds * 2 ** (attempts - 1))
         delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
         return Outcome(delivery["_id"], "retrying", status=status, error=error,
                        next_attempt_at=utcnow() + timedelta(seconds=delay))

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from gateway import GatewaySettings, Identity, create_gateway
 from gateway.portal import suite_apis
+from gateway.ratelimit import batch_size
 from gateway.settings import parse_rate_limit, parse_upstreams
 from services.app import create_app
 from services.tmf.embedded import free_port
@@ -144,6 +145,34 @@ def test_rate_limits_per_client_are_shared_by_gateway_replicas(inventory_upstrea
         assert refused.json()["reason"] == "Too many requests"
         # Another client has its own budget.
         assert httpx.get(f"{first}{INVENTORY}/service", headers=partner(upstream_settings, "bob")).status_code == 200
+
+
+def test_replicas_counting_in_batches_together_refuse_past_the_shared_limit(inventory_upstream: str, mongo_uri: str,
+                                                                          upstream_settings: Settings) -> None:
+    # 40 a day: a replica counts calls in memory and writes them in batches of 4 (a tenth of the
+    # limit), so together two replicas admit at least 40 calls and at most 40 + 2 x 4. A day-long
+    # window keeps the test clear of a window ending halfway through.
+    limit, batch = parse_rate_limit("40/day", "X"), 4
+    assert batch_size(limit[0]) == batch
+    settings = GatewaySettings(upstreams={"serviceInventory": inventory_upstream}, rate_limit=tuple(limit))
+    store = (mongo_uri, f"gw_{uuid.uuid4().hex[:10]}")
+    dave = partner(upstream_settings, "dave")
+    answers: dict[str, list[httpx.Response]] = {}
+    with gateway_on(settings, rate_limit_store=store, identify=_identify_bearer) as first, \
+            gateway_on(settings, rate_limit_store=store, identify=_identify_bearer) as second, \
+            httpx.Client(headers=dave) as client:
+        for _ in range(35):
+            for url in (first, second):
+                answers.setdefault(url, []).append(client.get(f"{url}{INVENTORY}/service/nothing-here"))
+        elsewhere = client.get(f"{first}{INVENTORY}/service/nothing-here", headers=partner(upstream_settings, "erin"))
+    admitted = sum(answer.status_code != 429 for replica in answers.values() for answer in replica)
+    assert 40 <= admitted <= 40 + 2 * batch
+    assert all(answer.status_code == 404 for replica in answers.values() for answer in replica[:20])
+    for replica in answers.values():
+        # Once the shared count is past the limit, each replica learns it within one batch of its own.
+        assert [answer.status_code for answer in replica[-batch:]] == [429] * batch
+        assert 1 <= int(replica[-1].headers["retry-after"]) <= 86_400
+    assert elsewhere.status_code == 404  # another client has its own budget
 
 
 def test_audit_line_per_partner_call(inventory_upstream: str, upstream_settings: Settings) -> None:

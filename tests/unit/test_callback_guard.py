@@ -10,8 +10,9 @@ import pytest
 from services.tmf.delivery import checked_target, is_own_url, may_call
 from services.tmf.settings import Settings
 
-SUITE = Settings(public_url="http://127.0.0.1:8080", alarm_hub_url="http://alarms.internal:9000/tmf-api/alarmManagement/v4",
-                 internal_urls=("https://problems.internal/tmf-api/serviceProblemManagement/v4",))
+SUITE = Settings().with_values(public_url="http://127.0.0.1:8080",
+                               alarm_hub_url="http://alarms.internal:9000/tmf-api/alarmManagement/v4",
+                               internal_urls=("https://problems.internal/tmf-api/serviceProblemManagement/v4",))
 
 
 @pytest.mark.parametrize("url", [

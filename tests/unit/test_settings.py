@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import fields
 
 import pytest
 
-from services.tmf.settings import Settings, SettingsError
+from services.app import APIS
+from services.inventory.settings import InventorySettings
+from services.problem.settings import ProblemSettings
+from services.sla.settings import SlaSettings
+from services.tmf.settings import SECTIONS, DeliverySettings, Settings, SettingsError
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +63,81 @@ def test_documented_variables_cover_every_field() -> None:
     documented = dict(Settings.documented())
     assert documented["SQM_PAGE_MAX_LIMIT"] == 1000
     assert documented["SQM_ALLOW_PRIVATE_CALLBACKS"] is False
-    assert len(documented) == len(Settings.__dataclass_fields__)
+    assert documented["SQM_DELIVERY_POLL_SECONDS"] == 0.5
+    assert documented["SQM_INVENTORY_URL"] == ""
+    assert documented["SQM_SLA_CLOSE_INTERVAL_SECONDS"] == 60.0
+    assert documented["SQM_PROBLEM_DAMPING_SECONDS"] == 300
+    sections = [getattr(Settings(), name) for name in SECTIONS]
+    plain = len(fields(Settings)) - len(SECTIONS)
+    assert len(Settings.documented()) == len(documented) == plain + sum(len(fields(s)) for s in sections)
+
+
+def test_every_section_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "SQM_DELIVERY_MAX_ATTEMPTS": "3", "SQM_DELIVERY_MAX_AGE_SECONDS": "60", "SQM_DELIVERY_BACKOFF_SECONDS": "0.5",
+        "SQM_DELIVERY_BACKOFF_MAX_SECONDS": "5", "SQM_DELIVERY_TIMEOUT_SECONDS": "2", "SQM_DELIVERY_LEASE_SECONDS": "9",
+        "SQM_DELIVERY_CONCURRENCY": "4", "SQM_DELIVERY_PER_SUBSCRIPTION": "2", "SQM_DELIVERY_POLL_SECONDS": "0.1",
+        "SQM_INVENTORY_URL": "http://inventory:8080/tmf-api/serviceInventory/v4/",
+        "SQM_SLA_CLOSE_INTERVAL_SECONDS": "5", "SQM_MEASUREMENT_FUTURE_SKEW_SECONDS": "30",
+        "SQM_ALARM_HUB_URL": "http://alarms:8080/a", "SQM_SLA_HUB_URL": "http://sla:8080/s",
+        "SQM_PROBLEM_DAMPING_SECONDS": "60", "SQM_IMPACT_CACHE_SECONDS": "0",
+        "SQM_OPERATOR_PARTY_ID": "noc",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert settings.delivery == DeliverySettings(max_attempts=3, max_age_seconds=60, backoff_seconds=0.5,
+                                                 backoff_max_seconds=5, timeout_seconds=2, lease_seconds=9,
+                                                 concurrency=4, per_subscription=2, poll_seconds=0.1)
+    assert settings.inventory == InventorySettings(url="http://inventory:8080/tmf-api/serviceInventory/v4")
+    assert settings.sla == SlaSettings(close_interval_seconds=5, measurement_future_skew_seconds=30)
+    assert settings.problem == ProblemSettings(alarm_hub_url="http://alarms:8080/a", sla_hub_url="http://sla:8080/s",
+                                               damping_seconds=60, impact_cache_seconds=0)
+    assert settings.operator_party_id == "noc"
+    assert sorted(values) == sorted(name for name, _ in Settings.documented() if name in values)
+
+
+def test_only_the_named_sections_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQM_PROBLEM_DAMPING_SECONDS", "soon")
+    monkeypatch.setenv("SQM_SLA_CLOSE_INTERVAL_SECONDS", "5")
+    settings = Settings.from_env(("delivery", "sla", "inventory"))
+    assert settings.sla.close_interval_seconds == 5
+    assert settings.problem == ProblemSettings()
+    with pytest.raises(SettingsError, match="SQM_PROBLEM_DAMPING_SECONDS must be a whole number, got 'soon'"):
+        Settings.from_env()
+    with pytest.raises(ValueError, match="unknown settings sections"):
+        Settings.from_env(("billing",))
+
+
+def test_every_api_names_known_sections() -> None:
+    assert {section for declaration in APIS for section in declaration.settings} == set(SECTIONS)
+
+
+@pytest.mark.parametrize(("name", "raw", "message"), [
+    ("SQM_INVENTORY_URL", "inventory:8080", "SQM_INVENTORY_URL must be an http(s) URL, got 'inventory:8080'"),
+    ("SQM_ALARM_HUB_URL", "ftp://alarms", "SQM_ALARM_HUB_URL must be an http(s) URL"),
+    ("SQM_SLA_CLOSE_INTERVAL_SECONDS", "0.01", "SQM_SLA_CLOSE_INTERVAL_SECONDS must be at least 0.05, got 0.01"),
+    ("SQM_MEASUREMENT_FUTURE_SKEW_SECONDS", "-1", "SQM_MEASUREMENT_FUTURE_SKEW_SECONDS must be at least 0, got -1"),
+    ("SQM_DELIVERY_POLL_SECONDS", "fast", "SQM_DELIVERY_POLL_SECONDS must be a number, got 'fast'"),
+    ("SQM_DELIVERY_CONCURRENCY", "0", "SQM_DELIVERY_CONCURRENCY must be at least 1, got 0"),
+])
+def test_bad_section_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, raw: str,
+                                              message: str) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings.from_env()
+
+
+def test_overrides_are_named_like_their_variables() -> None:
+    settings = Settings.from_env(delivery_poll_seconds=0.05, inventory_url="http://i/x", problem_damping_seconds=5,
+                                 sla=SlaSettings(close_interval_seconds=1), database="d")
+    assert (settings.delivery.poll_seconds, settings.inventory.url, settings.problem.damping_seconds) == (0.05,
+                                                                                                       "http://i/x", 5)
+    assert (settings.sla.close_interval_seconds, settings.database) == (1, "d")
+    with pytest.raises(TypeError, match="no setting is named 'problem_damping'"):
+        Settings.from_env(problem_damping=5)
+    with pytest.raises(SettingsError, match=re.escape("SQM_DELIVERY_LEASE_SECONDS must be at least 0.5, got 0.1")):
+        Settings.from_env(delivery_lease_seconds=0.1)
 
 
 def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

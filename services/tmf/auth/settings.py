@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..settings import SettingsError, _float, _int
+from ..settings import SettingsError, env_float, env_int
 
 DEFAULT_AUDIENCE = "tmf-sqm"
 
@@ -62,9 +62,9 @@ class AuthSettings:
             party_claim=_claim("SQM_OAUTH_PARTY_CLAIM", cls.party_claim),
             role_claim=_claim("SQM_OAUTH_ROLE_CLAIM", cls.role_claim),
             scope_claim=_claim("SQM_OAUTH_SCOPE_CLAIM", cls.scope_claim),
-            clock_skew_seconds=_int("SQM_OAUTH_CLOCK_SKEW_SECONDS", cls.clock_skew_seconds, 0),
-            token_lifetime_seconds=_int("SQM_TOKEN_LIFETIME_SECONDS", cls.token_lifetime_seconds, 10),
-            jwks_refetch_interval_seconds=_float("SQM_OAUTH_JWKS_REFETCH_SECONDS",
+            clock_skew_seconds=env_int("SQM_OAUTH_CLOCK_SKEW_SECONDS", cls.clock_skew_seconds, 0),
+            token_lifetime_seconds=env_int("SQM_TOKEN_LIFETIME_SECONDS", cls.token_lifetime_seconds, 10),
+            jwks_refetch_interval_seconds=env_float("SQM_OAUTH_JWKS_REFETCH_SECONDS",
                                                  cls.jwks_refetch_interval_seconds, 0.0),
         )
         return replace(base, **overrides)

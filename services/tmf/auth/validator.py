@@ -10,6 +10,7 @@ refresh when the set is ``jwks_max_age_seconds`` old, validating a token is loca
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -142,8 +143,9 @@ class TokenValidator:
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
-        # token -> (caller, when to stop believing it)
-        self._verified: dict[str, tuple[Caller, float]] = {}
+        # SHA-256 of a verified token -> (caller, when to stop believing it); a digest rather
+        # than the token keeps each entry small (a token may be up to MAX_TOKEN_LENGTH long).
+        self._verified: dict[bytes, tuple[Caller, float]] = {}
 
     async def authenticate(self, authorization: str | None) -> Caller:
         """The caller the bearer token in ``authorization`` stands for."""
@@ -158,14 +160,15 @@ class TokenValidator:
             raise invalid_token("the bearer token is empty or too long")
         # A client sends the same token for its whole lifetime: its signature is checked once,
         # and the caller it stands for is kept until the token expires (never longer).
-        remembered = self._verified.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        remembered = self._verified.get(digest)
         if remembered is not None and time.time() < remembered[1]:
             return remembered[0]
         claims = await self._verify(token)
         caller = self._caller(claims)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (caller, float(claims["exp"]) + self.settings.clock_skew_seconds)
+        self._verified[digest] = (caller, float(claims["exp"]) + self.settings.clock_skew_seconds)
         return caller
 
     async def verify(self, token: str) -> tuple[dict[str, Any], Caller]:
