@@ -207,6 +207,46 @@ def test_concurrent_alarms_on_a_few_roots_each_join_their_roots_one_problem_once
         assert sorted(opened + appended) == sorted(a["id"] for a in problem["underlyingAlarm"])
 
 
+def test_alarms_appended_while_the_operator_patches_the_problem_lose_nothing(suite):
+    client = suite
+    link = "patched-link"
+    service(client, "patched-access", supportingResource=[{"id": link}])
+    opening = alarm(client, link)
+    [problem] = eventually(lambda: problems(client, "category=alarm"))
+    url = f"{PROBLEMS}/serviceProblem/{problem['id']}"
+    assert client.patch(url, json={"note": [{"text": "opened"}]}).status_code == 200
+
+    bodies = [{"alarmType": "communicationsAlarm", "perceivedSeverity": "major", "probableCause": "lossOfSignal",
+               "alarmedObject": {"id": link, "@referredType": "Resource"}, "sourceSystemId": "nms-1",
+               "state": "raised", "alarmRaisedTime": "2026-10-10T10:00:00Z"} for _ in range(60)]
+
+    async def notes(sender: httpx.AsyncClient) -> list[int]:
+        statuses = []
+        for n in range(15):
+            patch = [{"op": "add", "path": "/note/-", "value": {"text": f"note {n}"}}]
+            response = await sender.patch(url, json=patch, headers={"content-type": "application/json-patch+json"})
+            if response.status_code == 409:  # kept changing: the answer says to send it again
+                response = await sender.patch(url, json=patch,
+                                              headers={"content-type": "application/json-patch+json"})
+            statuses.append(response.status_code)
+        return statuses
+
+    async def both() -> tuple[list[httpx.Response], list[int]]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), headers=client.headers, timeout=60) as sender:
+            answers, statuses = await asyncio.gather(post_concurrently(client, bodies, clients=8), notes(sender))
+        return answers, statuses
+
+    answers, statuses = asyncio.run(both())
+    assert [a.status_code for a in answers] == [201] * len(bodies)
+    assert statuses == [200] * 15
+    expected = {opening["id"], *(a.json()["id"] for a in answers)}
+    assert eventually(lambda: len(client.get(url).json()["underlyingAlarm"]) >= len(expected), attempts=2400)
+    final = client.get(url).json()
+    # Neither writer lost the other's changes: every note and every alarm, each alarm once.
+    assert [n["text"] for n in final["note"]] == ["opened", *(f"note {n}" for n in range(15))]
+    assert sorted(a["id"] for a in final["underlyingAlarm"]) == sorted(expected)
+
+
 def test_minor_and_unknown_alarms_open_nothing(suite):
     client = suite
     value_chain(client)
