@@ -211,20 +211,25 @@ class Correlator:
         graph = batch[-1].graph
         impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
                           | ({element_id} if kind == "service" else set()))
+        fresh = False
         async with self.lock(key):
-            problem = await self.open_problem(key)
-            fresh = problem is None
-            if problem is None:
-                problem = await self.reopen_recent(key)
-            if problem is None:
-                problem = await self.create_for_alarms(alarms, kind, element_id, batch[0].target, graph)
+            appended = await self.append(key, alarms, impacted)
+            if appended is None:
+                problem = await self.open_problem(key)
+                fresh = problem is None
+                if problem is None:
+                    problem = await self.reopen_recent(key)
+                if problem is None:
+                    problem = await self.create_for_alarms(alarms, kind, element_id, batch[0].target, graph)
+                else:
+                    problem = await self.join(problem, alarms, key, impacted)
+                meta = problem.get(META, {})
+                active = sorted({*meta.get("activeAlarms", []), *(a["id"] for a in alarms)})
+                changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
+                if changed:
+                    await self.problems.store.set_meta(problem["id"], changed)
             else:
-                problem = await self.join(problem, alarms)
-            meta = problem.get(META, {})
-            active = sorted({*meta.get("activeAlarms", []), *(a["id"] for a in alarms)})
-            changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
-            if changed:
-                await self.problems.store.set_meta(problem["id"], changed)
+                problem = appended
         if fresh:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.
@@ -236,6 +241,24 @@ class Correlator:
         # about someone else's element must not collect that party's alarms.
         return await self.problems.store.find_one(
             {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners}}, SYSTEM)
+
+    async def append(self, key: str, alarms: list[dict[str, Any]], impacted: list[str]) -> dict[str, Any] | None:
+        """The usual case in a storm, in one write: the root's open problem lists none of
+        ``alarms`` yet, and gets them appended in place, with its bookkeeping, without reading
+        or rewriting its other alarms (their number grows with the storm). None when there is
+        no such problem (none open, or some of the alarms listed already: a redelivery), for
+        the general path to settle."""
+        ids = [a["id"] for a in alarms]
+        refs = [self.alarm_ref(a) for a in alarms]
+        # Its change event carries the alarms this write added, not every alarm again
+        # (fieldPath names underlyingAlarm), as a settlement statement's carries its new line.
+        return await self.problems.update_in_place(
+            {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners},
+             "underlyingAlarm.id": {"$nin": ids}},
+            {"$push": {"underlyingAlarm": {"$each": refs}},
+             "$set": {"lastUpdate": now_text(), f"{META}.impacted": impacted},
+             "$addToSet": {f"{META}.activeAlarms": {"$each": ids}}},
+            ["lastUpdate", "underlyingAlarm"], SYSTEM, hide=["underlyingAlarm"], shown={"underlyingAlarm": refs})
 
     async def reopen_recent(self, key: str) -> dict[str, Any] | None:
         """A raise soon after the clear that resolved a problem reopens that problem."""
@@ -299,10 +322,16 @@ class Correlator:
             ref["href"] = alarm["href"]
         return ref
 
-    async def join(self, problem: dict[str, Any], alarms: list[dict[str, Any]]) -> dict[str, Any]:
+    async def join(self, problem: dict[str, Any], alarms: list[dict[str, Any]], key: str,
+                   impacted: list[str]) -> dict[str, Any]:
         listed = {a.get("id") for a in problem.get("underlyingAlarm") or []}
-        if all(a["id"] in listed for a in alarms):
+        new_alarms = [a for a in alarms if a["id"] not in listed]
+        if not new_alarms:
             return problem
+        appended = await self.append(key, new_alarms, impacted)
+        if appended is not None:
+            return appended
+        # Changed meanwhile (by another process of the suite): the versioned write re-reads it.
 
         def add(current: dict[str, Any]) -> dict[str, Any]:
             # The alarm list is the record of joins: a tracking record per alarm would only

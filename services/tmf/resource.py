@@ -178,9 +178,10 @@ class ResourceApi:
         return envelope(api=self.context.name, payload_key=self.resource.name, type_name=self.resource.event_name,
                         kind=kind, resource=resource, field_path=field_path)
 
-    async def _commit(self, body: Callable[[Any], Any], resource_id: str, session: Any = None) -> Any:
+    async def _commit(self, body: Callable[[Any], Any], resource_id: str | None, session: Any = None) -> Any:
         """Run ``body(session)`` in a transaction (the caller's, when given); it returns the
-        stored document (or None) and a list of events to record with it."""
+        stored document (or None) and a list of events to record with it. Without
+        ``resource_id``, the events are about the stored document's id."""
         outbox = self.context.outbox
         deliveries = 0
 
@@ -190,7 +191,8 @@ class ResourceApi:
             if stored is not None and events and self.resource.emits_events:
                 parties = self.store.parties(stored, stored.get(META) or {})
                 deliveries = await outbox.record(session, payload_key=self.resource.name, index=self.index,
-                                                 resource_id=resource_id, version=version, events=events,
+                                                 resource_id=resource_id or stored["id"], version=version,
+                                                 events=events,
                                                  parties=parties)
             return stored
 
@@ -410,6 +412,36 @@ class ResourceApi:
         async with self._resource_locks.hold(resource_id):
             result = await self._guarded(write)
         return result
+
+    async def update_in_place(self, query: Mapping[str, Any], update: Mapping[str, Any], changed: list[str],
+                              call: Call, *, hide: Sequence[str] = (),
+                              shown: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Apply ``update``, a MongoDB update the server built (never operators a client chose), to
+        the one resource ``query`` selects, as one new version announced by an
+        AttributeValueChangeEvent (``changed`` is its fieldPath) in the same transaction, without
+        loading, checking and replacing the whole document: for appends to lists that grow long.
+        No domain rule or schema check runs, so the caller guarantees that what it writes is
+        valid; it may change neither the state attribute nor who may see the resource.
+        ``hide`` are attributes left out of the document read back, and so of the event, where
+        ``shown`` gives what the event carries for them instead (e.g. only the items appended).
+        Returns the stored document without the hidden attributes, or None when ``query``
+        selects nothing the caller may change."""
+        forbidden = {self.resource.state_attribute, "id", "href",
+                     *(path.split(".")[0] for path in self.resource.visibility.party_paths)}
+        touched = {path.split(".")[0] for operation in update.values() for path in operation} | set(hide)
+        if touched & forbidden:
+            raise ValueError(f"an update in place may not change {', '.join(sorted(touched & forbidden))}")
+        versioned = {**update, "$inc": {**update.get("$inc", {}), f"{META}.version": 1}}
+
+        async def write(session: Any) -> tuple[dict[str, Any] | None, int, list[dict[str, Any]]]:
+            stored = await self.store.update(query, versioned, call, hide=hide, session=session)
+            if stored is None:
+                return None, 0, []
+            presented = self.present({**stored, **(shown or {})})
+            return stored, stored[META]["version"], [self.event(ATTRIBUTE_CHANGE, presented, changed)]
+
+        written: dict[str, Any] | None = await self._commit(write, None)
+        return written
 
     def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],
                      call: Call) -> Callable[[Any], Any]:

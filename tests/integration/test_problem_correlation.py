@@ -3,6 +3,8 @@ the public hubs, with root cause, impact and responsibility found in the invento
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -119,8 +121,9 @@ def test_value_chain_alarms_group_resolve_and_sla_violation(suite):
                           == "inProgress")
     assert reopened
     assert len(problems(client, "category=alarm")) == 2
-    assert again["id"] in {a["id"] for a in client.get(f"{PROBLEMS}/serviceProblem/{problem['id']}").json()[
-        "underlyingAlarm"]}
+    # Reopening and listing the alarm are two writes: the second may land a moment later.
+    assert eventually(lambda: again["id"] in {a["id"] for a in client.get(
+        f"{PROBLEMS}/serviceProblem/{problem['id']}").json()["underlyingAlarm"]})
 
     violation_event_source = client.post(f"{SLA_API}/sla", json={
         "name": "ACME VPN", "relatedEntity": [{"id": vpn["id"], "role": "coveredService", "@referredType": "Service"}],
@@ -151,6 +154,97 @@ def test_alarm_storm_gives_one_problem_per_root_cause(suite):
     storm = problems(client, "limit=100")
     assert len(storm) == 10
     assert sorted(p["rootCauseResource"][0]["id"] for p in storm) == sorted(links)
+
+
+async def post_concurrently(client: httpx.Client, bodies: list[dict[str, Any]], clients: int) -> list[httpx.Response]:
+    """POST every alarm body, ``clients`` requests in flight at a time."""
+    queue = list(bodies)
+    answers: list[httpx.Response] = []
+    async with httpx.AsyncClient(base_url=str(client.base_url), headers=client.headers, timeout=60) as sender:
+        async def worker() -> None:
+            while queue:
+                answers.append(await sender.post(f"{ALARMS}/alarm", json=queue.pop()))
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return answers
+
+
+def test_concurrent_alarms_on_a_few_roots_each_join_their_roots_one_problem_once(suite):
+    client = suite
+    links = [f"burst-link-{i}" for i in range(3)]
+    for i, link in enumerate(links):
+        service(client, f"burst-access-{i}", supportingResource=[{"id": link}])
+    bodies = [{"alarmType": "communicationsAlarm", "perceivedSeverity": "major" if n % 2 else "critical",
+               "probableCause": "lossOfSignal", "alarmedObject": {"id": links[n % 3], "@referredType": "Resource"},
+               "sourceSystemId": "nms-1", "state": "raised", "alarmRaisedTime": "2026-10-10T10:00:00Z"}
+              for n in range(240)]
+    answers = asyncio.run(post_concurrently(client, bodies, clients=16))
+    assert [a.status_code for a in answers] == [201] * len(bodies), [a.text for a in answers if a.status_code != 201]
+    root_of = {a.json()["id"]: a.json()["alarmedObject"]["id"] for a in answers}
+
+    def listed() -> int:
+        return sum(len(p.get("underlyingAlarm") or []) for p in problems(client, "category=alarm&limit=100"))
+
+    assert eventually(lambda: listed() >= len(bodies), attempts=2400)
+    found = problems(client, "category=alarm&limit=100")
+    # One problem per root, and nothing else.
+    assert sorted(p["rootCauseResource"][0]["id"] for p in found) == sorted(links)
+    # Every alarm listed exactly once, in its own root's problem.
+    listings = Counter(a["id"] for p in found for a in p["underlyingAlarm"])
+    assert set(listings) == set(root_of)
+    assert [alarm_id for alarm_id, times in listings.items() if times > 1] == []
+    for problem in found:
+        root = problem["rootCauseResource"][0]["id"]
+        assert {root_of[a["id"]] for a in problem["underlyingAlarm"]} == {root}
+        # The problem's change events carry the alarms each write added; together they are
+        # the alarms the problem lists beyond the one that opened it, each once.
+        records = client.get(f"{PROBLEMS}/serviceProblemEventRecord",
+                             params={"serviceProblem.id": problem["id"], "limit": 1000}).json()
+        appended = [a["id"] for r in records if r["eventType"] == "ServiceProblemAttributeValueChangeEvent"
+                    for a in r["notification"]["event"]["serviceProblem"].get("underlyingAlarm") or []]
+        opened = [a["id"] for r in records if r["eventType"] == "ServiceProblemCreateEvent"
+                  for a in r["notification"]["event"]["serviceProblem"].get("underlyingAlarm") or []]
+        assert sorted(opened + appended) == sorted(a["id"] for a in problem["underlyingAlarm"])
+
+
+def test_alarms_appended_while_the_operator_patches_the_problem_lose_nothing(suite):
+    client = suite
+    link = "patched-link"
+    service(client, "patched-access", supportingResource=[{"id": link}])
+    opening = alarm(client, link)
+    [problem] = eventually(lambda: problems(client, "category=alarm"))
+    url = f"{PROBLEMS}/serviceProblem/{problem['id']}"
+    assert client.patch(url, json={"note": [{"text": "opened"}]}).status_code == 200
+
+    bodies = [{"alarmType": "communicationsAlarm", "perceivedSeverity": "major", "probableCause": "lossOfSignal",
+               "alarmedObject": {"id": link, "@referredType": "Resource"}, "sourceSystemId": "nms-1",
+               "state": "raised", "alarmRaisedTime": "2026-10-10T10:00:00Z"} for _ in range(60)]
+
+    async def notes(sender: httpx.AsyncClient) -> list[int]:
+        statuses = []
+        for n in range(15):
+            patch = [{"op": "add", "path": "/note/-", "value": {"text": f"note {n}"}}]
+            response = await sender.patch(url, json=patch, headers={"content-type": "application/json-patch+json"})
+            if response.status_code == 409:  # kept changing: the answer says to send it again
+                response = await sender.patch(url, json=patch,
+                                              headers={"content-type": "application/json-patch+json"})
+            statuses.append(response.status_code)
+        return statuses
+
+    async def both() -> tuple[list[httpx.Response], list[int]]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), headers=client.headers, timeout=60) as sender:
+            answers, statuses = await asyncio.gather(post_concurrently(client, bodies, clients=8), notes(sender))
+        return answers, statuses
+
+    answers, statuses = asyncio.run(both())
+    assert [a.status_code for a in answers] == [201] * len(bodies)
+    assert statuses == [200] * 15
+    expected = {opening["id"], *(a.json()["id"] for a in answers)}
+    assert eventually(lambda: len(client.get(url).json()["underlyingAlarm"]) >= len(expected), attempts=2400)
+    final = client.get(url).json()
+    # Neither writer lost the other's changes: every note and every alarm, each alarm once.
+    assert [n["text"] for n in final["note"]] == ["opened", *(f"note {n}" for n in range(15))]
+    assert sorted(a["id"] for a in final["underlyingAlarm"]) == sorted(expected)
 
 
 def test_minor_and_unknown_alarms_open_nothing(suite):

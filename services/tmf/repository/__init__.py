@@ -268,6 +268,19 @@ class ResourceStore:
         finally:
             self._changed()
 
+    async def update(self, query: Mapping[str, Any], update: Mapping[str, Any], call: Call, *,
+                     hide: Iterable[str] = (), session: AsyncClientSession | None = None) -> dict[str, Any] | None:
+        """Apply ``update`` (built by the server) to the one document ``query`` selects that the
+        caller may see; returns it as stored afterwards, without the attributes in ``hide``, or
+        None when nothing matched."""
+        self._changed()
+        try:
+            return await self.collection.find_one_and_update(
+                self.restrict(query, call), dict(update), projection={name: 0 for name in hide} or None,
+                return_document=ReturnDocument.AFTER, session=session)
+        finally:
+            self._changed()
+
     async def set_meta(self, resource_id: str, values: Mapping[str, Any]) -> None:
         """Bookkeeping beside a resource that is not part of it (no new version, no event)."""
         await self.collection.update_one({"_id": resource_id}, {"$set": {f"{META}.{k}": v for k, v in values.items()}})
