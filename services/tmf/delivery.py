@@ -46,7 +46,7 @@ LEASE_MARGIN = 2.0
 # Committed changes whose deliveries wait for the fast path; beyond this, the poll takes them.
 FAST_QUEUE = 2_000
 # The fast path writes the outcomes of what finished within this long together, in one write.
-SETTLE_INTERVAL = 0.05
+SETTLE_INTERVAL = 0.2
 # How long the fast path trusts a subscription it read (its callback, secret, status).
 SUBSCRIPTION_TTL = 1.0
 # seq is version * 10 + the event's index: below this, the resource's first version, which no
@@ -475,9 +475,16 @@ class Dispatcher:
 
     def _settle_now(self) -> None:
         self._settle_scheduled = False
+        if self._settling:
+            return  # one settle write at a time: what finishes meanwhile goes in the next one
         task = asyncio.create_task(self._flush())
         self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if self._outcomes or self._released:
+            self._schedule_settle()
 
     @telemetry.observed_delivery  # telemetry: delivery span continuing the stored trace, delivery metrics
     async def _deliver(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -334,18 +334,23 @@ class EventStore:
         """Record delivery outcomes, and give back ``released`` deliveries (leased to ``owner``
         and not attempted) to whichever process polls first: one write for all of them."""
         now = utcnow()
-        operations: list[UpdateOne] = [
-            UpdateOne({"_id": delivery_id, "leaseOwner": owner, "state": {"$in": UNDELIVERED}},
-                      {"$set": {"leaseUntil": NO_LEASE, "leaseOwner": None, "nextAttemptAt": now}})
-            for delivery_id in released]
+        operations: list[UpdateMany] = []
+        released = list(released)
+        if released:
+            operations.append(UpdateMany({"_id": {"$in": released}, "leaseOwner": owner, "state": {"$in": UNDELIVERED}},
+                                         {"$set": {"leaseUntil": NO_LEASE, "leaseOwner": None, "nextAttemptAt": now}}))
+        # Outcomes alike (most often: delivered, with the same status) are written by one statement.
+        alike: dict[tuple[str, int | None, str | None, datetime | None], list[str]] = {}
         for o in outcomes:
-            fields: dict[str, Any] = {"state": o.state, "leaseUntil": NO_LEASE, "leaseOwner": None,
-                                      "lastAttemptAt": now, "lastStatus": o.status, "lastError": o.error}
-            if o.state == "delivered":
+            alike.setdefault((o.state, o.status, o.error, o.next_attempt_at), []).append(o.delivery_id)
+        for (state, status, error, next_attempt_at), ids in alike.items():
+            fields: dict[str, Any] = {"state": state, "leaseUntil": NO_LEASE, "leaseOwner": None,
+                                      "lastAttemptAt": now, "lastStatus": status, "lastError": error}
+            if state == "delivered":
                 fields["deliveredAt"] = now
-            if o.next_attempt_at is not None:
-                fields["nextAttemptAt"] = o.next_attempt_at
-            operations.append(UpdateOne({"_id": o.delivery_id}, {"$set": fields, "$inc": {"attempts": 1}}))
+            if next_attempt_at is not None:
+                fields["nextAttemptAt"] = next_attempt_at
+            operations.append(UpdateMany({"_id": {"$in": ids}}, {"$set": fields, "$inc": {"attempts": 1}}))
         if operations:
             await self.deliveries.bulk_write(operations, ordered=False)
 
