@@ -49,6 +49,9 @@ FAST_QUEUE = 2_000
 SETTLE_INTERVAL = 0.2
 # How long the fast path trusts a subscription it read (its callback, secret, status).
 SUBSCRIPTION_TTL = 1.0
+# How many finished fast-path deliveries it remembers (a lane check reads from a snapshot a
+# moment old; after this many more, a finished one is long written).
+FINISHED_MEMORY = 50_000
 # seq is version * 10 + the event's index: below this, the resource's first version, which no
 # earlier delivery of the same resource to the same subscriber can precede.
 FIRST_VERSION_END = 20
@@ -213,8 +216,9 @@ class Dispatcher:
         self._committed: asyncio.Queue[Staged] = asyncio.Queue(maxsize=FAST_QUEUE)
         # Fast-path deliveries from the hand-off until they finish: id -> lane.
         self._held: dict[str, str] = {}
-        # Fast-path deliveries delivered or dead-lettered whose outcome is not written yet.
-        self._finished: set[str] = set()
+        # Fast-path deliveries lately delivered or dead-lettered (whether written yet or not): a
+        # lane check that read one of them as undelivered must not take it for another's.
+        self._finished: dict[str, None] = {}
         # Per lane (subscriber and resource) with a fast-path delivery ready or in flight, the
         # ones behind it, in order; per subscriber, the lane heads ready to send.
         self._lanes: dict[str, deque[Row]] = {}
@@ -324,8 +328,6 @@ class Dispatcher:
         except Exception:
             # Unsettled deliveries stay leased and are sent again after the lease: at least once.
             log.exception("recording delivery outcomes failed", count=len(outcomes) + len(released))
-        finally:
-            self._finished.difference_update(o.delivery_id for o in outcomes)
         if released:
             self._wake.set()
 
@@ -439,7 +441,9 @@ class Dispatcher:
         lane = delivery["lane"]
         behind = self._lanes.pop(lane, deque())
         if state in {"delivered", "dead"}:
-            self._finished.add(delivery["_id"])
+            self._finished[delivery["_id"]] = None
+            if len(self._finished) > FINISHED_MEMORY:
+                del self._finished[next(iter(self._finished))]
             if behind:
                 self._lanes[lane] = behind
                 self._ready.setdefault(delivery["subscriptionId"], deque()).append(behind.popleft())
