@@ -97,8 +97,7 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
                 attempt, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
     finally:
         _STAGED.reset(token)
-    if staged:
-        _HANDED_OFF.set(all([s.store.committed(s) for s in staged]))
+    _HANDED_OFF.set(bool(staged) and all([s.store.committed(s) for s in staged]))
     return result
 
 
