@@ -1,6 +1,12 @@
 """Delivering events to hub subscribers: at least once, in order per resource and subscriber,
 with retries, backoff and dead letters, shared safely by every process of a service through
-leases on the deliveries."""
+leases on the deliveries.
+
+Two ways in. The fast path: a change committed by this process hands its deliveries, created
+already leased to this process, straight to the dispatcher, which sends them at once and
+settles them in batches. The poll: the dispatcher claims due deliveries from the database,
+which finds everything the fast path did not settle (other processes' commits, retries,
+deliveries a crashed process held, once its lease has run out)."""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ import random
 import socket
 import time
 import uuid
-from collections import Counter
-from collections.abc import Collection
+from collections import Counter, deque
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,12 +34,29 @@ import structlog
 from . import outgoing, telemetry
 from .auth.service import CredentialsUnavailable, ServiceCredentials
 from .events import listener_path
-from .repository.events import EventStore, Outcome, utcnow
+from .repository.events import EventStore, Outcome, Staged, take_handed_off, utcnow
 from .settings import Settings
 
 log = structlog.get_logger("tmf.delivery")
 SIGNATURE_HEADER = "X-Sqm-Signature"
 SETTLE_DELAY = 0.01
+# A lease outlasts the longest attempt by at least this much (the address check before the
+# request, the settle write after it), so that no other process takes a delivery still being sent.
+LEASE_MARGIN = 2.0
+# Committed changes whose deliveries wait for the fast path; beyond this, the poll takes them.
+FAST_QUEUE = 2_000
+# The fast path writes the outcomes of what finished within this long together, in one write.
+SETTLE_INTERVAL = 0.2
+# How long the fast path trusts a subscription it read (its callback, secret, status).
+SUBSCRIPTION_TTL = 1.0
+# How many finished fast-path deliveries it remembers (a lane check reads from a snapshot a
+# moment old; after this many more, a finished one is long written).
+FINISHED_MEMORY = 50_000
+# seq is version * 10 + the event's index: below this, the resource's first version, which no
+# earlier delivery of the same resource to the same subscriber can precede.
+FIRST_VERSION_END = 20
+
+Row = tuple[dict[str, Any], dict[str, Any]]  # a delivery (with its subscription) and its event
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -183,26 +206,66 @@ class Dispatcher:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake_scheduled = False
+        timeout = settings.delivery.timeout_seconds
+        # A lease shorter than an attempt could let another process send it a second time.
+        self.lease = timedelta(seconds=max(settings.delivery.lease_seconds, timeout + LEASE_MARGIN))
+        # The fast path's lease is short, so that after a crash the poll soon takes what it held;
+        # it sends a delivery only while at least an attempt and the margin are left of it.
+        self.fast_lease = timedelta(seconds=timeout + 2 * LEASE_MARGIN)
+        self._fast_runner: asyncio.Task[None] | None = None
+        self._committed: asyncio.Queue[Staged] = asyncio.Queue(maxsize=FAST_QUEUE)
+        # Fast-path deliveries from the hand-off until they finish: id -> lane.
+        self._held: dict[str, str] = {}
+        # Fast-path deliveries lately delivered or dead-lettered (whether written yet or not): a
+        # lane check that read one of them as undelivered must not take it for another's.
+        self._finished: dict[str, None] = {}
+        # Per lane (subscriber and resource) with a fast-path delivery ready or in flight, the
+        # ones behind it, in order; per subscriber, the lane heads ready to send.
+        self._lanes: dict[str, deque[Row]] = {}
+        self._ready: dict[str, deque[Row]] = {}
+        self._released: list[str] = []
+        self._subscriptions: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._settle_scheduled = False
+        self._sending: set[str] = set()  # fast-path deliveries being sent
+        self._settling: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Something was committed: look for work, unless the commit handed all of its
+        deliveries to the fast path already."""
+        if not take_handed_off():
+            self._wake.set()
 
     def start(self) -> None:
         with telemetry.untraced():  # telemetry: the polling loop starts no traces; deliveries do
             self._runner = asyncio.create_task(self._run(), name="event-dispatcher")
+            self._fast_runner = asyncio.create_task(self._run_committed(), name="event-dispatcher-fast-path")
+        self.store.hand_off_to(self.owner, self.fast_lease, self._take, self.apis)
 
     @property
     def running(self) -> bool:
-        return self._runner is not None and not self._runner.done() and not self._stopping
+        return (self._runner is not None and not self._runner.done() and not self._stopping
+                and self._fast_runner is not None and not self._fast_runner.done())
 
     async def stop(self) -> None:
         self._stopping = True
+        self.store.stop_hand_off()
         self._wake.set()
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
+        if self._fast_runner is not None:
+            self._fast_runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fast_runner
+        # What the fast path holds but has not started goes back to the poll of whichever
+        # process comes first, rather than waiting for its lease to run out.
+        self._lanes.clear()
+        self._ready.clear()
+        self._give_back([held for held in self._held if held not in self._sending])
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.delivery.timeout_seconds + 1)
+        if self._settling:
+            await asyncio.wait(self._settling)
         await self._flush()
         await self.client.aclose()
 
@@ -215,7 +278,7 @@ class Dispatcher:
         return self._limit(subscription_id) - self._in_flight[subscription_id]
 
     async def _run(self) -> None:
-        lease = timedelta(seconds=self.settings.delivery.lease_seconds)
+        lease = self.lease
         while not self._stopping:
             claimed: list[tuple[dict[str, Any], dict[str, Any]]] = []
             try:
@@ -256,13 +319,176 @@ class Dispatcher:
         self._wake.set()
 
     async def _flush(self) -> None:
-        if self._outcomes:
-            outcomes, self._outcomes = self._outcomes, []
+        if not self._outcomes and not self._released:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        released, self._released = self._released, []
+        try:
+            await self.store.settle(outcomes, released, self.owner)
+        except Exception:
+            # Unsettled deliveries stay leased and are sent again after the lease: at least once.
+            log.exception("recording delivery outcomes failed", count=len(outcomes) + len(released))
+        if released:
+            self._wake.set()
+
+    # -- the fast path: deliveries this process committed itself ----------------------------------
+
+    def _take(self, staged: Staged) -> bool:
+        """The hand-off, right after the commit: queue them, or give them back when full."""
+        if not self._stopping:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._committed.put_nowait(staged)
+                self._held.update((d["_id"], d["lane"]) for d in staged.deliveries)
+                return True
+        self._give_back(d["_id"] for d in staged.deliveries)
+        return False
+
+    @staticmethod
+    def _rows(staged: Staged) -> list[Row]:
+        return [(d, staged.events[d["eventId"]]) for d in staged.deliveries]
+
+    def _give_back(self, delivery_ids: Iterable[str]) -> None:
+        """Release leased, unattempted deliveries to the poll (written with the next settle)."""
+        for delivery_id in delivery_ids:
+            self._held.pop(delivery_id, None)
+            self._released.append(delivery_id)
+        self._schedule_settle()
+
+    async def _run_committed(self) -> None:
+        while True:
+            batch = [await self._committed.get()]
+            while not self._committed.empty():
+                batch.append(self._committed.get_nowait())
+            rows = [row for staged in batch for row in self._rows(staged)]
             try:
-                await self.store.settle(outcomes)
-            except Exception:
-                # Unsettled deliveries stay leased and are sent again after the lease: at least once.
-                log.exception("recording delivery outcomes failed", count=len(outcomes))
+                await self._admit(rows)
+            except Exception:  # the database may be restarting: the poll takes them instead
+                log.exception("sending committed deliveries failed", count=len(rows))
+                # Nothing of the batch was queued (the reads come first): all of it goes to the poll.
+                self._give_back(d["_id"] for d, _ in rows if d["_id"] in self._held)
+            self._pump()
+
+    async def _admit(self, rows: list[Row]) -> None:
+        """Queue each delivery behind the ones this process holds in its lane; give back those an
+        undelivered delivery this process does not hold precedes (another process's, a retry):
+        the poll sends them in order once that one is done."""
+        later = {d["lane"] for d, _ in rows if d["seq"] >= FIRST_VERSION_END}
+        foreign: dict[str, int] = {}
+        for other in await self.store.undelivered_in_lanes(later) if later else []:
+            if other["_id"] not in self._held and other["_id"] not in self._finished:
+                foreign[other["lane"]] = min(other["seq"], foreign.get(other["lane"], other["seq"]))
+        subscriptions = await self._subscriptions_of({d["subscriptionId"] for d, _ in rows})
+        for delivery, event in sorted(rows, key=lambda row: row[0]["seq"]):
+            lane = delivery["lane"]
+            if delivery["_id"] not in self._held:
+                continue  # given back meanwhile (the process is stopping)
+            if foreign.get(lane, delivery["seq"]) < delivery["seq"]:
+                self._give_back([delivery["_id"]])
+                continue
+            subscription = subscriptions.get(delivery["subscriptionId"])
+            if subscription is not None and subscription.get("internal"):
+                self._internal.add(delivery["subscriptionId"])
+            row = ({**delivery, "subscription": subscription}, event)
+            if lane in self._lanes:
+                self._lanes[lane].append(row)
+            else:
+                self._lanes[lane] = deque()
+                self._ready.setdefault(delivery["subscriptionId"], deque()).append(row)
+
+    async def _subscriptions_of(self, ids: Collection[str]) -> dict[str, dict[str, Any] | None]:
+        now = time.monotonic()
+        stale = [i for i in ids if i not in self._subscriptions or self._subscriptions[i][0] < now]
+        if stale:
+            if len(self._subscriptions) > 10_000:
+                self._subscriptions.clear()
+            found = await self.store.subscriptions_by_id(stale)
+            for subscription_id in stale:
+                self._subscriptions[subscription_id] = (now + SUBSCRIPTION_TTL, found.get(subscription_id))
+        return {i: self._subscriptions[i][1] for i in ids}
+
+    def _pump(self) -> None:
+        """Start ready deliveries as far as the overall and per-subscriber limits allow."""
+        overall = self.settings.delivery.concurrency
+        must_end_after = utcnow() + timedelta(seconds=self.settings.delivery.timeout_seconds + LEASE_MARGIN)
+        for subscription_id in list(self._ready):
+            ready = self._ready[subscription_id]
+            while ready and len(self._tasks) < overall and self._capacity(subscription_id) > 0:
+                delivery, event = ready.popleft()
+                if delivery["leaseUntil"] < must_end_after:
+                    # Too little of its lease is left for an attempt: the poll takes it, and its lane.
+                    self._give_back([delivery["_id"], *(d["_id"] for d, _ in self._lanes.pop(delivery["lane"], ()))])
+                    continue
+                self._in_flight[subscription_id] += 1
+                self._sending.add(delivery["_id"])
+                task = asyncio.create_task(self._send(delivery, event))
+                self._tasks.add(task)
+                task.add_done_callback(self._sent(subscription_id))
+            if not ready:
+                del self._ready[subscription_id]
+
+    async def _send(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:
+        try:
+            await self._deliver(delivery, event)
+        except Exception:
+            log.exception("delivery failed", delivery=delivery["_id"])
+            state = "failed"
+        else:
+            # ``_deliver`` records its outcome last, with nothing awaited after it.
+            state = next((o.state for o in reversed(self._outcomes) if o.delivery_id == delivery["_id"]),
+                         "suspended")
+        self._held.pop(delivery["_id"], None)
+        self._sending.discard(delivery["_id"])
+        lane = delivery["lane"]
+        behind = self._lanes.pop(lane, deque())
+        if state in {"delivered", "dead"}:
+            self._finished[delivery["_id"]] = None
+            if len(self._finished) > FINISHED_MEMORY:
+                del self._finished[next(iter(self._finished))]
+            if behind:
+                self._lanes[lane] = behind
+                self._ready.setdefault(delivery["subscriptionId"], deque()).append(behind.popleft())
+        elif state == "suspended":
+            # The listener answered 410: the subscription's undelivered deliveries, these
+            # included, are suspended in the database; redelivery brings them back.
+            subscription_id = delivery["subscriptionId"]
+            self._subscriptions.pop(subscription_id, None)
+            dropped = [*behind, *self._ready.pop(subscription_id, ())]
+            for other in [lane for lane in self._lanes if lane.startswith(f"{subscription_id}/")]:
+                dropped += self._lanes.pop(other)
+            for row in dropped:
+                self._held.pop(row[0]["_id"], None)
+        else:
+            # Retrying (or failed without an outcome): what follows in its lane waits for it,
+            # which the poll sees to.
+            self._give_back([*(d["_id"] for d, _ in behind), *([delivery["_id"]] if state == "failed" else [])])
+
+    def _sent(self, subscription_id: str) -> Any:
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._in_flight[subscription_id] -= 1
+            if self._in_flight[subscription_id] <= 0:
+                del self._in_flight[subscription_id]
+            self._schedule_settle()
+            self._pump()
+        return finished
+
+    def _schedule_settle(self) -> None:
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            asyncio.get_running_loop().call_later(SETTLE_INTERVAL, self._settle_now)
+
+    def _settle_now(self) -> None:
+        self._settle_scheduled = False
+        if self._settling:
+            return  # one settle write at a time: what finishes meanwhile goes in the next one
+        task = asyncio.create_task(self._flush())
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if self._outcomes or self._released:
+            self._schedule_settle()
 
     @telemetry.observed_delivery  # telemetry: delivery span continuing the stored trace, delivery metrics
     async def _deliver(self, delivery: dict[str, Any], event: dict[str, Any]) -> None:

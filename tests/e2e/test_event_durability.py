@@ -371,3 +371,30 @@ def test_a_stuck_listener_does_not_hold_up_a_healthy_one(
     assert stuck.seen_in_flight <= 4
     assert sorted(e["event"]["service"]["id"] for e in healthy.events()) == sorted(created)
     check_envelopes(healthy)
+
+
+def test_a_fast_path_delivery_in_flight_when_the_server_is_killed_is_sent_after_restart(
+        servers: StartServer, listeners: Callable[..., TrackingListener]) -> None:
+    listener = listeners()
+    listener.hold = True
+    # The first server polls once at its start and never again: the delivery it sends, its fast
+    # path sends, straight after the create's commit.
+    first = servers(delivery_poll_seconds=3600)
+    with httpx.Client(base_url=first.url, timeout=30, headers=first.operator_headers()) as client:
+        hub_id = subscribe(client, listener)
+        service_id = create(client, "in-flight")
+    wait_until("the delivery held by the listener", lambda: listener.busy() == 1)
+    first.process.kill()
+    first.process.wait(timeout=STOP_TIMEOUT)
+    # The killed server's request stays held (and unrecorded) until the test ends; what the
+    # listener records from now on came from the restarted server.
+    listener.hold = False
+    second = servers(delivery_poll_seconds=0.1)
+    with httpx.Client(base_url=second.url, timeout=30, headers=second.operator_headers()) as client:
+        wait_until("the delivery settled after restart", all_delivered(client, hub_id, 1))
+        rows = deliveries(client, hub_id)
+    assert [(e["eventType"], e["event"]["service"]["id"]) for e in listener.events()] == [
+        ("ServiceCreateEvent", service_id)]
+    # The killed server never wrote an outcome: the attempt after restart is the one counted.
+    assert [(row["state"], row["attempts"]) for row in rows] == [("delivered", 1)]
+    check_envelopes(listener)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from openapi_schema_validator import OAS30ReadValidator
+from pymongo import MongoClient
 from referencing import Registry, Resource
 from starlette.testclient import TestClient
 
@@ -251,3 +252,36 @@ def test_a_partners_subscription_only_hears_about_its_own_resources(mongo_uri, l
         assert [e["event"]["service"]["name"] for e in events] == ["theirs", "theirs"]
         assert client.get(f"{SERVICE}/{other.json()['id']}", headers=partner).status_code == 404
         assert client.get(SERVICE, headers=partner).headers["x-total-count"] == "1"
+
+
+def test_a_change_is_delivered_by_the_process_that_made_it_without_a_poll(mongo_uri, listener):
+    # The dispatcher polls the database once at the start, then only when woken by work the
+    # fast path did not take: every delivery here must go by the fast path.
+    settings = make_settings(mongo_uri, delivery_poll_seconds=3600)
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
+        subscription = subscribe(client, listener)
+        service = create(client, name="fast")
+        for description in ("one", "two", "three"):
+            client.patch(f"{SERVICE}/{service['id']}", json={"description": description}).raise_for_status()
+        events = listener.wait_for(4)
+        assert [e["eventType"] for e in events] == ["ServiceCreateEvent"] + ["ServiceAttributeValueChangeEvent"] * 3
+        assert [e["event"]["service"].get("description") for e in events[1:]] == ["one", "two", "three"]
+
+        with MongoClient(mongo_uri) as mongo:
+            deliveries = mongo[settings.database]["delivery"]
+
+            def settled() -> list[dict]:
+                rows = list(deliveries.find({"subscriptionId": subscription["id"]}))
+                return rows if rows and all(row["state"] == "delivered" for row in rows) else []
+
+            rows: list[dict] = []
+            for _ in range(600):  # a safety bound of a minute: outcomes are written in batches
+                rows = settled()
+                if rows:
+                    break
+                listener.wait_for(5, timeout=0.1)
+            assert len(rows) == 4
+            # A delivery a poll claims carries the claim's token; these were never claimed.
+            assert [row for row in rows if "claim" in row or row["attempts"] != 1 or row["leaseOwner"]] == []
+        assert len(listener.events()) == 4

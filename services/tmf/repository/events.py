@@ -9,11 +9,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -49,16 +50,55 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class Staged:
+    """Deliveries written in a transaction, leased to this process's dispatcher from the start,
+    with the events they carry: what the dispatcher sends at once once the transaction commits."""
+
+    store: EventStore
+    deliveries: list[dict[str, Any]]
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# The deliveries written by the current attempt of the current transaction (None outside
+# ``in_transaction``), and whether the last transaction of this context handed all of its
+# deliveries to the dispatcher (so that nothing is left for a database poll to find).
+_STAGED: ContextVar[list[Staged] | None] = ContextVar("staged_deliveries", default=None)
+_HANDED_OFF: ContextVar[bool] = ContextVar("deliveries_handed_off", default=False)
+
+
+def take_handed_off() -> bool:
+    """Whether the last transaction committed in this context handed every delivery it wrote
+    to the dispatcher; asking clears it."""
+    handed = _HANDED_OFF.get()
+    if handed:
+        _HANDED_OFF.set(False)
+    return handed
+
+
 async def in_transaction(database: AsyncDatabase[dict[str, Any]],
                          body: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
     """Run ``body`` in one MongoDB transaction (retried by the driver on transient errors).
 
     The transaction reads one snapshot and commits with the client's write concern (majority,
-    journaled, unless the unsafe mode is configured), so that a commit answered is a commit kept."""
-    async with database.client.start_session() as session:
-        result: T = await session.with_transaction(
-            body, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
-        return result
+    journaled, unless the unsafe mode is configured), so that a commit answered is a commit kept.
+    Deliveries written in it go, once it has committed, straight to the dispatcher of this
+    process (see ``EventStore.hand_off_to``)."""
+    staged: list[Staged] = []
+
+    async def attempt(session: AsyncClientSession) -> T:
+        staged.clear()  # what an aborted attempt wrote was never committed
+        return await body(session)
+
+    token = _STAGED.set(staged)
+    try:
+        async with database.client.start_session() as session:
+            result: T = await session.with_transaction(
+                attempt, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
+    finally:
+        _STAGED.reset(token)
+    _HANDED_OFF.set(bool(staged) and all([s.store.committed(s) for s in staged]))
+    return result
 
 
 def _aware(moment: datetime) -> datetime:
@@ -78,6 +118,14 @@ def _take_due(rows: list[dict[str, Any]], wanted: int,
         elif passed_over is None:
             passed_over = row["nextAttemptAt"]
     return taken, passed_over
+
+
+@dataclass(frozen=True)
+class HandOff:
+    owner: str
+    lease: timedelta
+    take: Callable[[Staged], bool]
+    apis: frozenset[str] | None
 
 
 @dataclass
@@ -102,6 +150,26 @@ class EventStore:
         # Where this process's next due-work window starts (None: sweep first), and when it sweeps.
         self._due_from: datetime | None = None
         self._sweep_at = 0.0
+        self._hand_off: HandOff | None = None
+
+    def hand_off_to(self, owner: str, lease: timedelta, take: Callable[[Staged], bool],
+                    apis: Collection[str] | None = None) -> None:
+        """Deliveries written from now on inside ``in_transaction`` (of events of ``apis``, or
+        of any API) are created leased to ``owner`` for ``lease``, so that no poll takes them,
+        and given to ``take`` once their transaction commits. ``take`` answers whether it will
+        send them; when it will not, it must release them (``settle(..., released=...)``)."""
+        self._hand_off = HandOff(owner, lease, take, None if apis is None else frozenset(apis))
+
+    def stop_hand_off(self) -> None:
+        self._hand_off = None
+
+    def committed(self, staged: Staged) -> bool:
+        hand_off = self._hand_off
+        if hand_off is None:
+            # The dispatcher stopped between the write and the commit: the lease runs out and
+            # a poll takes them then.
+            return False
+        return hand_off.take(staged)
 
     async def ensure_indexes(self) -> None:
         await self.events.create_indexes([IndexModel([("api", ASCENDING), ("eventTime", ASCENDING)])])
@@ -135,6 +203,12 @@ class EventStore:
             for i, (event, subscribers) in enumerate(zip(events, recipients, strict=True))
             for subscription_id in subscribers
         ]
+        staging, hand_off = _STAGED.get(), self._hand_off
+        if deliveries and staging is not None and hand_off is not None and (
+                hand_off.apis is None or api in hand_off.apis):
+            for delivery in deliveries:
+                delivery.update(leaseOwner=hand_off.owner, leaseUntil=now + hand_off.lease)
+            staging.append(Staged(self, deliveries, {e["eventId"]: e for e in events}))
         if deliveries:
             await self.deliveries.insert_many(deliveries, session=session)
 
@@ -178,13 +252,8 @@ class EventStore:
                 heads[d["lane"]] = d
         if not heads:
             return []
-        blocked = set()
-        lanes = list(heads)
-        for start in range(0, len(lanes), 100):
-            async for other in self.deliveries.find(
-                    {"lane": {"$in": lanes[start:start + 100]}, "state": {"$in": UNDELIVERED}}, {"lane": 1, "seq": 1}):
-                if other["seq"] < heads[other["lane"]]["seq"]:
-                    blocked.add(other["lane"])
+        blocked = {other["lane"] for other in await self.undelivered_in_lanes(heads)
+                   if other["seq"] < heads[other["lane"]]["seq"]}
         taken: Counter[str] = Counter()
         chosen = []
         for d in sorted(heads.values(), key=lambda d: d["seq"]):
@@ -210,10 +279,22 @@ class EventStore:
         claimed = await self.deliveries.find({"claim": token}).to_list()
         events = {e["_id"]: e["event"] for e in
                   await self.events.find({"_id": {"$in": [c["eventId"] for c in claimed]}}).to_list()}
-        subscriptions = {s["_id"]: s for s in
-                         await self.hub.find({"_id": {"$in": list({c["subscriptionId"] for c in claimed})}}).to_list()}
+        subscriptions = await self.subscriptions_by_id({c["subscriptionId"] for c in claimed})
         return [({**c, "subscription": subscriptions.get(c["subscriptionId"])}, events[c["eventId"]])
                 for c in claimed if c["eventId"] in events]
+
+    async def undelivered_in_lanes(self, lanes: Collection[str]) -> list[dict[str, Any]]:
+        """``_id``, ``lane`` and ``seq`` of the undelivered deliveries in ``lanes``."""
+        lanes = list(lanes)
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(lanes), 100):
+            chunk = {"lane": {"$in": lanes[start:start + 100]}, "state": {"$in": UNDELIVERED}}
+            found += await self.deliveries.find(chunk, {"lane": 1, "seq": 1}).to_list()
+        return found
+
+    async def subscriptions_by_id(self, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The hub subscriptions with these ids (deleted ones are missing)."""
+        return {s["_id"]: s for s in await self.hub.find({"_id": {"$in": list(ids)}}).to_list()}
 
     async def _due(self, now: datetime, wanted: int, saturated: Collection[str],
                    apis: Collection[str] | None = None) -> tuple[list[dict[str, Any]], datetime | None]:
@@ -248,17 +329,27 @@ class EventStore:
         latest = now - COMMIT_MARGIN
         self._due_from = min(_aware(earliest_waiting), latest) if earliest_waiting is not None else latest
 
-    async def settle(self, outcomes: Iterable[Outcome]) -> None:
+    async def settle(self, outcomes: Iterable[Outcome], released: Iterable[str] = (), owner: str | None = None) -> None:
+        """Record delivery outcomes, and give back ``released`` deliveries (leased to ``owner``
+        and not attempted) to whichever process polls first: one write for all of them."""
         now = utcnow()
-        operations = []
+        operations: list[UpdateMany] = []
+        released = list(released)
+        if released:
+            operations.append(UpdateMany({"_id": {"$in": released}, "leaseOwner": owner, "state": {"$in": UNDELIVERED}},
+                                         {"$set": {"leaseUntil": NO_LEASE, "leaseOwner": None, "nextAttemptAt": now}}))
+        # Outcomes alike (most often: delivered, with the same status) are written by one statement.
+        alike: dict[tuple[str, int | None, str | None, datetime | None], list[str]] = {}
         for o in outcomes:
-            fields: dict[str, Any] = {"state": o.state, "leaseUntil": NO_LEASE, "leaseOwner": None,
-                                      "lastAttemptAt": now, "lastStatus": o.status, "lastError": o.error}
-            if o.state == "delivered":
+            alike.setdefault((o.state, o.status, o.error, o.next_attempt_at), []).append(o.delivery_id)
+        for (state, status, error, next_attempt_at), ids in alike.items():
+            fields: dict[str, Any] = {"state": state, "leaseUntil": NO_LEASE, "leaseOwner": None,
+                                      "lastAttemptAt": now, "lastStatus": status, "lastError": error}
+            if state == "delivered":
                 fields["deliveredAt"] = now
-            if o.next_attempt_at is not None:
-                fields["nextAttemptAt"] = o.next_attempt_at
-            operations.append(UpdateOne({"_id": o.delivery_id}, {"$set": fields, "$inc": {"attempts": 1}}))
+            if next_attempt_at is not None:
+                fields["nextAttemptAt"] = next_attempt_at
+            operations.append(UpdateMany({"_id": {"$in": ids}}, {"$set": fields, "$inc": {"attempts": 1}}))
         if operations:
             await self.deliveries.bulk_write(operations, ordered=False)
 
