@@ -216,6 +216,10 @@ class Options:
     seed: int
     output: Path
     quick: bool
+    # Only the get-by-id row and its baseline (no list, impact or raw-find rows).
+    get_only: bool = False
+    # Processes serving the suite (``sqm serve --workers``); the baseline stays one process.
+    workers: int = 1
 
 
 async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Random) -> tuple[Graph, Row]:
@@ -305,6 +309,8 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
              lambda i: ("GET", f"{INVENTORY}/service/{tops[i % len(tops)]}/dependency", None),
              node_count, "nodes per answer"),
         ]
+        if options.get_only:
+            del plan[2:]
         # The baseline is measured first and again last; its row merges both, so that drift
         # over the run (other load on the machine, the database growing caches) weighs on
         # every ratio alike.
@@ -334,7 +340,7 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
         baseline_row.note = "measured before and after the suite rows: " + ", ".join(
             f"{r.throughput:,.0f}/s" for r in baseline_runs)
         rows.insert(1, baseline_row)
-        lists = await measure_lists(suite, mongodb_uri, options)
+        lists = [] if options.get_only else await measure_lists(suite, mongodb_uri, options)
         return rows, baseline_row, notes, lists
 
 
@@ -494,12 +500,12 @@ def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Option
 # ---------------------------------------------------------------- processes
 
 
-def start_server(kind: str, uri: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(kind: str, uri: str, workdir: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port(HOST)
     log = open(workdir / f"{kind}.log", "ab")  # handed to the child, closed here after
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.servers", kind, "--host", HOST, "--port", str(port),
-         "--mongodb-uri", uri, "--database", DATABASE],
+         "--mongodb-uri", uri, "--database", DATABASE, "--workers", str(workers)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
     )
     log.close()
@@ -543,6 +549,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the graph and the request mix")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown result file (default {RESULTS})")
+    parser.add_argument("--get-only", action="store_true",
+                        help="measure only get-by-id against its baseline (no list, impact or raw-find rows)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes serving the suite, as sqm serve --workers (default 1; the baseline stays one)")
     args = parser.parse_args(argv)
     defaults = (500, 200, 5.0) if args.quick else (10_000, 1000, 30.0)
     options = Options(
@@ -550,10 +560,12 @@ def parse_args(argv: list[str] | None) -> Options:
         requests=args.requests if args.requests is not None else defaults[1],
         max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
         concurrency=args.concurrency, seed=args.seed, output=args.output, quick=args.quick,
+        get_only=args.get_only, workers=args.workers,
     )
-    if options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0:
+    if (options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0
+            or options.workers < 1):
         parser.error(f"--services needs at least {8 * LEVELS}; "
-                     "--requests, --concurrency and --max-seconds must be positive")
+                     "--requests, --concurrency, --max-seconds and --workers must be positive")
     return options
 
 
@@ -566,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with EmbeddedDatabase(str(workdir / "db"), log_path=workdir / "database.log") as database:
-            suite, suite_url = start_server("suite", database.uri, workdir)
+            suite, suite_url = start_server("suite", database.uri, workdir, options.workers)
             processes.append(suite)
             wait_ready(suite, suite_url, workdir / "suite.log")
             baseline, baseline_url = start_server("baseline", database.uri, workdir)

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--database", required=True)
+    parser.add_argument("--workers", type=int, default=1, help="suite only: processes serving the port")
     args = parser.parse_args(argv)
     _die_with_parent()
     if args.kind == "suite":
