@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.events import cpu_seconds
 from services.tmf.embedded import EmbeddedDatabase, free_port
 from services.tmf.settings import Settings
 
@@ -124,10 +125,16 @@ class Row:
     errors: Counter[str]
     note: str = ""
     stopped_early: bool = False
+    # CPU seconds the serving processes used during the row (NaN when not measured).
+    cpu: float = float("nan")
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.cpu / self.requests if self.requests else float("nan")
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
@@ -188,12 +195,24 @@ async def drive(client: httpx.AsyncClient, make: Callable[[int], Request], count
     return row, sizes, created
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of its live descendants (the workers of a
+    server run with several), from /proc (Linux)."""
+    total = cpu_seconds(pid)
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except OSError:
+        children = []
+    return total + sum(tree_cpu_seconds(child) for child in children)
+
+
 def merge(name: str, rows: Sequence[Row], seconds: float) -> Row:
     errors: Counter[str] = Counter()
     for row in rows:
         errors.update(row.errors)
     return Row(name, sum(r.requests for r in rows), seconds, [x for r in rows for x in r.latencies], errors,
-               stopped_early=any(r.stopped_early for r in rows))
+               stopped_early=any(r.stopped_early for r in rows), cpu=sum(r.cpu for r in rows))
 
 
 def node_count(response: httpx.Response) -> float:
@@ -249,8 +268,8 @@ async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Ra
     return graph, seeding
 
 
-async def measure(suite_url: str, baseline_url: str, options: Options, *, token: str,
-                  mongodb_uri: str) -> tuple[list[Row], Row, list[str], list[ListRow]]:
+async def measure(suite_url: str, baseline_url: str, options: Options, *, token: str, mongodb_uri: str,
+                  pids: dict[str, int]) -> tuple[list[Row], Row, list[str], list[ListRow]]:
     rng = random.Random(options.seed)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     notes: list[str] = []
@@ -322,8 +341,11 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
             print(f"measuring {name} ...", flush=True)
             await drive(target, make, warmup, concurrency=options.concurrency,
                         max_seconds=min(5.0, options.max_seconds / 4))
+            server = pids["baseline" if target is baseline else "suite"]
+            cpu_before = tree_cpu_seconds(server)
             row, values, _ = await drive(target, make, options.requests, concurrency=options.concurrency,
                                          max_seconds=options.max_seconds, inspect=inspect, start_index=warmup)
+            row.cpu = tree_cpu_seconds(server) - cpu_before
             row.operation = name
             if target is baseline:
                 baseline_runs.append(row)
@@ -449,13 +471,20 @@ def list_table(rows: Sequence[ListRow]) -> str:
 
 
 def table(rows: Sequence[Row], baseline: Row) -> str:
-    lines = ["| operation | requests | throughput (req/s) | p50 ms | p99 ms | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| operation | requests | throughput (req/s) | p50 ms | p99 ms | vs baseline | server CPU ms/request "
+             "| CPU vs baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = row.throughput / baseline.throughput if baseline.throughput else float("nan")
         shown = f"{ratio:.2f}" if ratio >= 0.1 or ratio == 0 else f"{ratio:.3f}"
+        cpu = row.cpu_ms_per_request
+        # Baseline CPU per request over the row's: what throughput ratio the server's own CPU
+        # cost allows when the cores are the limit, whatever else runs on the machine.
+        cpu_ratio = baseline.cpu_ms_per_request / cpu if cpu > 0 else float("nan")
         lines.append(f"| {row.operation} | {row.requests} | {row.throughput:,.1f} | {row.percentile(0.5):,.1f} "
-                     f"| {row.percentile(0.99):,.1f} | {shown} |")
+                     f"| {row.percentile(0.99):,.1f} | {shown} | "
+                     + ("" if math.isnan(cpu) else f"{cpu:.2f}") + " | "
+                     + ("" if math.isnan(cpu_ratio) else f"{cpu_ratio:.2f}") + " |")
     return "\n".join(lines)
 
 
@@ -587,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             # The suite made its signing key when it started: the benchmark calls as the operator.
             token = mint(database.uri, DATABASE, suite_url, party_id=OPERATOR_PARTY)
             rows, baseline_row, notes, lists = asyncio.run(
-                measure(suite_url, baseline_url, options, token=token, mongodb_uri=database.uri))
+                measure(suite_url, baseline_url, options, token=token, mongodb_uri=database.uri,
+                        pids={"suite": suite.pid, "baseline": baseline.pid}))
             for process in processes:
                 stop(process)
     except BaseException:
