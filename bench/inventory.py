@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.events import cpu_seconds
 from services.tmf.embedded import EmbeddedDatabase, free_port
 from services.tmf.settings import Settings
 
@@ -124,10 +125,16 @@ class Row:
     errors: Counter[str]
     note: str = ""
     stopped_early: bool = False
+    # CPU seconds the serving processes used during the row (NaN when not measured).
+    cpu: float = float("nan")
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.cpu / self.requests if self.requests else float("nan")
 
     def percentile(self, p: float) -> float:
         if not self.latencies:
@@ -188,12 +195,24 @@ async def drive(client: httpx.AsyncClient, make: Callable[[int], Request], count
     return row, sizes, created
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of its live descendants (the workers of a
+    server run with several), from /proc (Linux)."""
+    total = cpu_seconds(pid)
+    try:
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+    except OSError:
+        children = []
+    return total + sum(tree_cpu_seconds(child) for child in children)
+
+
 def merge(name: str, rows: Sequence[Row], seconds: float) -> Row:
     errors: Counter[str] = Counter()
     for row in rows:
         errors.update(row.errors)
     return Row(name, sum(r.requests for r in rows), seconds, [x for r in rows for x in r.latencies], errors,
-               stopped_early=any(r.stopped_early for r in rows))
+               stopped_early=any(r.stopped_early for r in rows), cpu=sum(r.cpu for r in rows))
 
 
 def node_count(response: httpx.Response) -> float:
@@ -216,6 +235,10 @@ class Options:
     seed: int
     output: Path
     quick: bool
+    # Only the get-by-id row and its baseline (no list, impact or raw-find rows).
+    get_only: bool = False
+    # Processes serving the suite (``sqm serve --workers``); the baseline stays one process.
+    workers: int = 1
 
 
 async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Random) -> tuple[Graph, Row]:
@@ -245,8 +268,8 @@ async def seed_graph(client: httpx.AsyncClient, options: Options, rng: random.Ra
     return graph, seeding
 
 
-async def measure(suite_url: str, baseline_url: str, options: Options, *, token: str,
-                  mongodb_uri: str) -> tuple[list[Row], Row, list[str], list[ListRow]]:
+async def measure(suite_url: str, baseline_url: str, options: Options, *, token: str, mongodb_uri: str,
+                  pids: dict[str, int]) -> tuple[list[Row], Row, list[str], list[ListRow]]:
     rng = random.Random(options.seed)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     notes: list[str] = []
@@ -305,6 +328,8 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
              lambda i: ("GET", f"{INVENTORY}/service/{tops[i % len(tops)]}/dependency", None),
              node_count, "nodes per answer"),
         ]
+        if options.get_only:
+            del plan[2:]
         # The baseline is measured first and again last; its row merges both, so that drift
         # over the run (other load on the machine, the database growing caches) weighs on
         # every ratio alike.
@@ -316,8 +341,11 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
             print(f"measuring {name} ...", flush=True)
             await drive(target, make, warmup, concurrency=options.concurrency,
                         max_seconds=min(5.0, options.max_seconds / 4))
+            server = pids["baseline" if target is baseline else "suite"]
+            cpu_before = tree_cpu_seconds(server)
             row, values, _ = await drive(target, make, options.requests, concurrency=options.concurrency,
                                          max_seconds=options.max_seconds, inspect=inspect, start_index=warmup)
+            row.cpu = tree_cpu_seconds(server) - cpu_before
             row.operation = name
             if target is baseline:
                 baseline_runs.append(row)
@@ -334,7 +362,7 @@ async def measure(suite_url: str, baseline_url: str, options: Options, *, token:
         baseline_row.note = "measured before and after the suite rows: " + ", ".join(
             f"{r.throughput:,.0f}/s" for r in baseline_runs)
         rows.insert(1, baseline_row)
-        lists = await measure_lists(suite, mongodb_uri, options)
+        lists = [] if options.get_only else await measure_lists(suite, mongodb_uri, options)
         return rows, baseline_row, notes, lists
 
 
@@ -443,13 +471,20 @@ def list_table(rows: Sequence[ListRow]) -> str:
 
 
 def table(rows: Sequence[Row], baseline: Row) -> str:
-    lines = ["| operation | requests | throughput (req/s) | p50 ms | p99 ms | vs baseline |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| operation | requests | throughput (req/s) | p50 ms | p99 ms | vs baseline | server CPU ms/request "
+             "| CPU vs baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = row.throughput / baseline.throughput if baseline.throughput else float("nan")
         shown = f"{ratio:.2f}" if ratio >= 0.1 or ratio == 0 else f"{ratio:.3f}"
+        cpu = row.cpu_ms_per_request
+        # Baseline CPU per request over the row's: what throughput ratio the server's own CPU
+        # cost allows when the cores are the limit, whatever else runs on the machine.
+        cpu_ratio = baseline.cpu_ms_per_request / cpu if cpu > 0 else float("nan")
         lines.append(f"| {row.operation} | {row.requests} | {row.throughput:,.1f} | {row.percentile(0.5):,.1f} "
-                     f"| {row.percentile(0.99):,.1f} | {shown} |")
+                     f"| {row.percentile(0.99):,.1f} | {shown} | "
+                     + ("" if math.isnan(cpu) else f"{cpu:.2f}") + " | "
+                     + ("" if math.isnan(cpu_ratio) else f"{cpu_ratio:.2f}") + " |")
     return "\n".join(lines)
 
 
@@ -494,12 +529,12 @@ def report(rows: Sequence[Row], baseline: Row, notes: list[str], options: Option
 # ---------------------------------------------------------------- processes
 
 
-def start_server(kind: str, uri: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(kind: str, uri: str, workdir: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port(HOST)
     log = open(workdir / f"{kind}.log", "ab")  # handed to the child, closed here after
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.servers", kind, "--host", HOST, "--port", str(port),
-         "--mongodb-uri", uri, "--database", DATABASE],
+         "--mongodb-uri", uri, "--database", DATABASE, "--workers", str(workers)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
     )
     log.close()
@@ -543,6 +578,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the graph and the request mix")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"markdown result file (default {RESULTS})")
+    parser.add_argument("--get-only", action="store_true",
+                        help="measure only get-by-id against its baseline (no list, impact or raw-find rows)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes serving the suite, as sqm serve --workers (default 1; the baseline stays one)")
     args = parser.parse_args(argv)
     defaults = (500, 200, 5.0) if args.quick else (10_000, 1000, 30.0)
     options = Options(
@@ -550,10 +589,12 @@ def parse_args(argv: list[str] | None) -> Options:
         requests=args.requests if args.requests is not None else defaults[1],
         max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
         concurrency=args.concurrency, seed=args.seed, output=args.output, quick=args.quick,
+        get_only=args.get_only, workers=args.workers,
     )
-    if options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0:
+    if (options.services < 8 * LEVELS or options.requests < 1 or options.concurrency < 1 or options.max_seconds <= 0
+            or options.workers < 1):
         parser.error(f"--services needs at least {8 * LEVELS}; "
-                     "--requests, --concurrency and --max-seconds must be positive")
+                     "--requests, --concurrency, --max-seconds and --workers must be positive")
     return options
 
 
@@ -566,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with EmbeddedDatabase(str(workdir / "db"), log_path=workdir / "database.log") as database:
-            suite, suite_url = start_server("suite", database.uri, workdir)
+            suite, suite_url = start_server("suite", database.uri, workdir, options.workers)
             processes.append(suite)
             wait_ready(suite, suite_url, workdir / "suite.log")
             baseline, baseline_url = start_server("baseline", database.uri, workdir)
@@ -575,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             # The suite made its signing key when it started: the benchmark calls as the operator.
             token = mint(database.uri, DATABASE, suite_url, party_id=OPERATOR_PARTY)
             rows, baseline_row, notes, lists = asyncio.run(
-                measure(suite_url, baseline_url, options, token=token, mongodb_uri=database.uri))
+                measure(suite_url, baseline_url, options, token=token, mongodb_uri=database.uri,
+                        pids={"suite": suite.pid, "baseline": baseline.pid}))
             for process in processes:
                 stop(process)
     except BaseException:

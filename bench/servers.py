@@ -73,6 +73,29 @@ def baseline_app(uri: str, database: str) -> Starlette:
                      lifespan=lifespan)
 
 
+def suite_workers(args: argparse.Namespace) -> int:
+    """The suite as ``sqm serve --workers N`` runs it, without the in-process gateway."""
+    import os
+
+    from services import workers
+
+    os.environ.update({"SQM_MONGODB_URI": args.mongodb_uri, "SQM_DATABASE": args.database,
+                       "SQM_PUBLIC_URL": f"http://{args.host}:{args.port}"})
+    sock = workers.bind(args.host, args.port)
+    pool = workers.Workers(sock, args.workers, None, with_gateway=False,
+                           log_level=os.environ.get("SQM_LOG_LEVEL", "INFO").upper())
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if not pool.start(f"http://{args.host}:{args.port}/health/ready"):
+            return 1
+        return pool.wait(lambda: False)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        pool.stop()
+        sock.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("kind", choices=["suite", "baseline"])
@@ -80,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mongodb-uri", required=True)
     parser.add_argument("--database", required=True)
+    parser.add_argument("--workers", type=int, default=1, help="suite only: processes serving the port")
     args = parser.parse_args(argv)
     _die_with_parent()
+    if args.kind == "suite" and args.workers > 1:
+        return suite_workers(args)
     if args.kind == "suite":
         app = suite_app(args.mongodb_uri, args.database, f"http://{args.host}:{args.port}")
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from services.tmf.settings import SettingsError, _int
+from services.tmf.settings import SettingsError, env_int
 
 SESSION_COOKIE = "sqm_console"
 LOGIN_COOKIE = "sqm_console_login"
@@ -70,4 +70,4 @@ class ConsoleSettings:
         return cls(public_url=public_url,
                    api_url=_url("SQM_CONSOLE_API_URL", api_url) if api_url else public_url,
                    mongodb_uri=database[0], database=database[1],
-                   session_seconds=_int("SQM_CONSOLE_SESSION_SECONDS", cls.session_seconds, 60), oidc=oidc)
+                   session_seconds=env_int("SQM_CONSOLE_SESSION_SECONDS", cls.session_seconds, 60), oidc=oidc)

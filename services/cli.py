@@ -32,7 +32,7 @@ from pymongo.errors import ConfigurationError, PyMongoError  # noqa: E402
 from console import cli as console_cli  # noqa: E402
 from console.settings import ConsoleSettings  # noqa: E402
 from gateway.wiring import in_process, standalone  # noqa: E402
-from services import clients  # noqa: E402
+from services import clients, workers  # noqa: E402
 from services.app import API_NAMES, create_app, select  # noqa: E402
 from services.tmf.api import is_ready, issuer_of  # noqa: E402
 from services.tmf.auth.settings import AuthSettings  # noqa: E402
@@ -258,6 +258,8 @@ def serve(args: argparse.Namespace) -> int:
             uri = embedded.start()
             lock.announce(uri)
         settings = Settings.from_env(sections, mongodb_uri=uri, **overrides)
+        if args.workers > 1:
+            return _serve_workers(args, settings)
         app = create_app(settings, apis=[d.name for d in declarations])
         # Without --api, the gateway runs in this process in front of every API.
         front = app if args.api else in_process(app, issuer_of(app), settings.public_url,
@@ -279,6 +281,27 @@ def serve(args: argparse.Namespace) -> int:
         finally:
             if lock is not None:
                 lock.release()
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """``serve`` with ``--workers`` above 1: the workers build the app themselves, from the
+    environment prepared here (the database this process reached or started)."""
+    os.environ["SQM_MONGODB_URI"] = settings.mongodb_uri
+    if settings.unsafe_skip_fsync:
+        os.environ["SQM_UNSAFE_SKIP_FSYNC"] = "true"
+    sock = workers.bind(args.host, args.port)
+    pool = workers.Workers(sock, args.workers, args.api, with_gateway=not args.api, log_level=settings.log_level)
+    # Asked over the loopback when the port listens on every address.
+    probe = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(  # noqa: S104 - compared, not bound
+        args.host, f"[{args.host}]" if ":" in args.host else args.host)
+    try:
+        if not pool.start(f"http://{probe}:{args.port}/health/ready"):
+            raise StartupError("the first worker did not become ready; its log lines above say why")
+        print(f"tmf-sqm ready on http://{args.host}:{args.port} ({args.workers} workers)", flush=True)
+        return pool.wait(lambda: False)
+    finally:
+        pool.stop()
+        sock.close()
 
 
 def gateway(args: argparse.Namespace) -> int:
@@ -392,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--api", action="append", choices=API_NAMES, metavar="NAME",
                      help="serve only this API, with its hub and event delivery (repeatable; default: every API, "
                           f"with the gateway in front): {', '.join(API_NAMES)}")
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="processes serving the port (default 1); each runs the whole app and delivers events, "
+                          "sharing the deliveries through their leases; the embedded database is started once")
     run.add_argument("--unsafe-skip-fsync", action="store_true",
                      help="acknowledge writes before they reach the disk: faster, but a crash or power cut can "
                           "lose changes already answered 2xx, and their events (or set SQM_UNSAFE_SKIP_FSYNC=true)")
@@ -415,6 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "gateway":
         return gateway(args)
     return serve(args)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _version() -> str:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,12 +224,14 @@ def embedded_servers(tmp_path: Path) -> Iterator[StartSqm]:
     kill as a whole (``os.killpg(server.process.pid, ...)``)."""
     started: list[Server] = []
 
-    def start(data_dir: Path, port: int | None = None, own_group: bool = False, **settings: object) -> Server:
+    def start(data_dir: Path, port: int | None = None, own_group: bool = False, args: Sequence[str] = (),
+              **settings: object) -> Server:
         port = port or free_port()
         stderr_path = tmp_path / f"sqm-{len(started)}.stderr"
         with stderr_path.open("w") as stderr:
             process = subprocess.Popen(
-                [str(SQM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
+                [str(SQM), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+                 *args],
                 stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True,
                 cwd=tmp_path, env=environment(**settings), start_new_session=own_group,
             )
