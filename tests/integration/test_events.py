@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from openapi_schema_validator import OAS30ReadValidator
+from pymongo import MongoClient
 from referencing import Registry, Resource
 from starlette.testclient import TestClient
 
@@ -251,3 +252,31 @@ def test_a_partners_subscription_only_hears_about_its_own_resources(mongo_uri, l
         assert [e["event"]["service"]["name"] for e in events] == ["theirs", "theirs"]
         assert client.get(f"{SERVICE}/{other.json()['id']}", headers=partner).status_code == 404
         assert client.get(SERVICE, headers=partner).headers["x-total-count"] == "1"
+
+
+def test_a_subscription_counts_from_the_very_next_change_in_every_app_instance(mongo_uri, listener):
+    """Each app instance (each process) keeps the subscriptions it last read and reads them again
+    only when the hub's version moved: a registration or a removal made through one instance
+    applies to the next change committed through any other on the same database."""
+    settings = make_settings(mongo_uri, delivery_poll_seconds=0.05)
+    with MongoClient(mongo_uri) as mongo, TestClient(create_app(settings), base_url="http://testserver") as first, \
+            TestClient(create_app(settings), base_url="http://testserver") as second:
+        deliveries = mongo[settings.database]["delivery"]
+        for client in (first, second):
+            client.headers.update(bearer(settings))
+            create(client, name="before")  # each instance has read (and kept) that nobody listens
+        subscription = subscribe(second, listener)
+        create(first, name="through the other instance")
+        create(second, name="through the same instance")
+        # Deliveries are recorded in the transaction of the change, before it is answered.
+        assert deliveries.count_documents({"subscriptionId": subscription["id"]}) == 2
+        events = listener.wait_for(2)
+        assert sorted(e["event"]["service"]["name"] for e in events) == [
+            "through the other instance", "through the same instance"]
+        assert second.delete(f"{INVENTORY}/hub/{subscription['id']}").status_code == 204
+        create(first, name="after the removal")
+        create(second, name="after the removal")
+        assert deliveries.count_documents({"subscriptionId": subscription["id"]}) == 2
+        again = subscribe(first, listener, "event.service.name=again")
+        create(second, name="again")
+        assert deliveries.count_documents({"subscriptionId": again["id"]}) == 1
