@@ -1,8 +1,8 @@
 """Storage of measurements, in buckets: one document per service, metric and hour holding that
 hour's samples. Ingestion is one bulk write per batch, or per group of batches that arrived
 together, in one transaction: a database that makes every write durable on commit (the
-embedded one syncs each) then syncs once per group, not once per bucket. Evaluating a month reads about 744 documents per service and metric
-instead of tens of thousands."""
+embedded one syncs each) then syncs once per group, not once per bucket. Evaluating a month
+reads about 744 documents per service and metric instead of tens of thousands."""
 
 from __future__ import annotations
 
