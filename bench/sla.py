@@ -41,7 +41,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.events import cpu_seconds, percentile, start_process  # noqa: E402
 from bench.inventory import Row, stop, wait_ready  # noqa: E402
-from services.sla.repository import BUCKET_SECONDS, BUCKETS, MeasurementStore, StoredSample  # noqa: E402
+from services.sla.repository import BUCKET_SECONDS, BUCKETS, BucketWrites, MeasurementStore, StoredSample  # noqa: E402
 from services.tmf.auth.identity import DEFAULT_SCOPES, OPERATOR  # noqa: E402
 from services.tmf.auth.issuer import TokenIssuer  # noqa: E402
 from services.tmf.auth.settings import AuthSettings  # noqa: E402
@@ -464,7 +464,7 @@ async def measure_ingestion(suite: httpx.AsyncClient, mongo: AsyncMongoClient[di
                                        latency=True) for i in range(options.services)], options.concurrency)
 
     plain = mongo[DATABASE]["baseline_sample"]
-    direct = MeasurementStore(mongo[f"{DATABASE}_direct"], asyncio.Lock())  # as the suite makes it
+    direct = MeasurementStore(mongo[f"{DATABASE}_direct"], BucketWrites())  # as the suite makes it
     await direct.ensure_indexes()
 
     async def baseline(name: str) -> Measured:

@@ -18,6 +18,7 @@ from services.tmf.authentication import call_of
 from services.tmf.errors import BadRequest, Conflict, Forbidden, NotFound, TmfError
 from services.tmf.repository import Visibility, public
 from services.tmf.resource import Handler, ResourceType, json_response
+from services.tmf.validation import parsed_body
 
 from .evaluate import Closer, parse_time
 from .evaluation import METRICS, Period
@@ -58,8 +59,9 @@ STATEMENT = ResourceType(name="settlementStatement", type_name="SettlementStatem
 
 
 def sla_handlers(context: ApiContext) -> dict[str, Handler]:
-    async def take_measurements(body: Any = None) -> Response:
-        return json_response(await Intake(context).take(body, call_of(request)), 201)
+    async def take_measurements() -> Response:
+        # A batch is parsed once, by the body validator (no ``body`` argument: connexion would parse it again).
+        return json_response(await Intake(context).take(await parsed_body(request), call_of(request)), 201)
 
     async def list_metrics() -> Response:
         return json_response([

@@ -9,7 +9,6 @@ the period missed its rule, and withdrawn when it did not.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, time
@@ -37,7 +36,7 @@ from .evaluation import (
     period_containing,
 )
 from .metrics import timed_evaluation
-from .repository import MeasurementStore
+from .repository import BucketWrites, MeasurementStore
 from .rules import covered_services, rules_of
 
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ class Closer:
 
     def __init__(self, context: ApiContext) -> None:
         self.context = context
-        self.measurements = MeasurementStore(context.db, context.components.setdefault(BUCKET_WRITES, asyncio.Lock()))
+        self.measurements = MeasurementStore(context.db, context.components.setdefault(BUCKET_WRITES, BucketWrites()))
 
     def api(self, name: str) -> ResourceApi:
         return self.context.resource_apis[name]

@@ -5,7 +5,6 @@ raised, to be confirmed at close."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,48 +38,22 @@ MAX_CACHED_INSTANTS = 10_000
 
 
 def check_batch(body: Any, now_ms: int, skew_seconds: int) -> list[StoredSample]:
+    """The samples of a batch, checked against what the API document cannot say: a known
+    metric, a service id that is not empty, an instant not in the future, availability 0 or 1.
+    Types, bounds and formats are the document's: its schema checked them before the handler
+    ran; what is read here is only what a sample must hold to be stored."""
     if not isinstance(body, list) or not body:
         raise BadRequest("the body must be a non-empty JSON array of samples")
     samples: list[StoredSample] = []
     problems: list[str] = []
+    latest_ms = now_ms + skew_seconds * 1000
     # A collector's batch holds many samples of one instant: each distinct text is parsed once.
     instants: dict[str, int | None] = {}
     for i, raw in enumerate(body):
-        problem = None
-        if not isinstance(raw, dict):
-            problem = "is not an object"
-        elif raw.get("metric") not in METRICS:
-            problem = f"metric '{str(raw.get('metric'))[:64]}' is unknown (GET /metric lists them)"
-        elif isinstance(raw.get("value"), bool) or not isinstance(raw.get("value"), int | float) \
-                or not math.isfinite(raw["value"]):
-            problem = "value must be a finite number"
-        elif not isinstance(raw.get("service"), dict) or not raw["service"].get("id"):
-            problem = "service.id is required"
-        else:
-            interval = raw.get("interval", 60)
-            observed = str(raw.get("observedAt", ""))
-            if observed in instants:
-                at_ms = instants[observed]
-            else:
-                try:
-                    at_ms = int(parse_time(observed).timestamp() * 1000)
-                except BadRequest:
-                    at_ms = None
-                if len(instants) < MAX_CACHED_INSTANTS:
-                    instants[observed] = at_ms
-            if at_ms is None:
-                problem = f"observedAt '{observed[:40]}' is not a date-time"
-            else:
-                if at_ms > now_ms + skew_seconds * 1000:
-                    problem = "observedAt is in the future"
-                elif isinstance(interval, bool) or not isinstance(interval, int | float) \
-                        or not 0 < interval <= 86_400:
-                    problem = "interval must be a number of seconds between 0 and 86400"
-                elif raw["metric"] == "availability" and raw["value"] not in (0, 1):
-                    problem = "availability samples are 1 (up) or 0 (down)"
-                else:
-                    samples.append(StoredSample(str(raw["service"]["id"]), raw["metric"], at_ms,
-                                                float(raw["value"]), float(interval)))
+        try:
+            problem = _problem(raw, instants, latest_ms, samples)
+        except (KeyError, TypeError, ValueError):
+            problem = "is not a sample: metric, value (a number), observedAt and service.id are required"
         if problem:
             problems.append(f"[{i}] {problem}")
     if problems:
@@ -88,6 +61,34 @@ def check_batch(body: Any, now_ms: int, skew_seconds: int) -> list[StoredSample]
         raise BadRequest(f"{len(problems)} samples are invalid, nothing was stored: "
                          + "; ".join(problems[:MAX_REPORTED]) + more)
     return samples
+
+
+def _problem(raw: Any, instants: dict[str, int | None], latest_ms: int, samples: list[StoredSample]) -> str | None:
+    """What is wrong with one sample, or None once it is added to ``samples``."""
+    metric, observed, service = raw["metric"], raw["observedAt"], raw["service"]["id"]
+    if metric not in METRICS:
+        return f"metric '{str(metric)[:64]}' is unknown (GET /metric lists them)"
+    if not service:
+        return "service.id is required"
+    text = observed if isinstance(observed, str) else ""
+    if text in instants:
+        at_ms = instants[text]
+    else:
+        try:
+            at_ms = int(parse_time(text).timestamp() * 1000)
+        except (BadRequest, ValueError):
+            at_ms = None
+        if len(instants) < MAX_CACHED_INSTANTS:
+            instants[text] = at_ms
+    if at_ms is None:
+        return f"observedAt '{str(observed)[:40]}' is not a date-time"
+    if at_ms > latest_ms:
+        return "observedAt is in the future"
+    value = raw["value"]
+    if metric == "availability" and value not in (0, 1):
+        return "availability samples are 1 (up) or 0 (down)"
+    samples.append(StoredSample(str(service), metric, at_ms, float(value), float(raw.get("interval", 60))))
+    return None
 
 
 class Intake:

@@ -18,6 +18,7 @@ from .errors import BadRequest, NotFound, TmfError
 from .events import EventFilter
 from .outbox import hears
 from .query import normalize_date_time
+from .repository.events import in_transaction
 from .resource import Handler, json_response, new_id
 
 if TYPE_CHECKING:
@@ -92,7 +93,11 @@ class HubApi:
                   "secret": body.get("secret"), "status": "active",
                   # The operator's and the suite's subscriptions hear about every resource.
                   "hearsAll": call.unrestricted, "internal": internal}
-        await store.insert(stored, call)
+        async def register(session: Any) -> None:
+            await store.insert(stored, call, session=session)
+            await self.context.events.hub_changed(self.context.name, session)
+
+        await in_transaction(self.context.db, register)
         presented = self.present(stored)
         return json_response(presented, 201, {"Location": presented["href"]})
 
@@ -109,7 +114,13 @@ class HubApi:
 
     async def delete(self, id: str) -> Response:
         stored = await self._find(id)
-        await self.context.store(HUB_COLLECTION).delete(stored["id"], call_of(request))
+        call = call_of(request)
+
+        async def unregister(session: Any) -> None:
+            await self.context.store(HUB_COLLECTION).delete(stored["id"], call, session=session)
+            await self.context.events.hub_changed(self.context.name, session)
+
+        await in_transaction(self.context.db, unregister)
         return Response(status_code=204)
 
     # -- extensions: delivery visibility and repair ------------------------------------------

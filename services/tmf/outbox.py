@@ -35,6 +35,8 @@ class Outbox:
         # serviceProblemEventRecord).
         self.records = records or {}
         self._filters: dict[tuple[str, str, str], EventFilter | None] = {}
+        # The subscriptions last read, with the hub version they were read at.
+        self._subscriptions: tuple[tuple[str, int] | None, list[dict[str, Any]]] | None = None
 
     def event_filter(self, query: str | None, payload_key: str, index: SchemaIndex) -> EventFilter | None:
         """The compiled query, or None when it cannot apply to events of this resource type."""
@@ -48,12 +50,25 @@ class Outbox:
                 self._filters[key] = None
         return self._filters[key]
 
+    async def subscriptions(self, session: AsyncClientSession) -> list[dict[str, Any]]:
+        """The API's subscriptions in force as the transaction of ``session`` sees them: one read
+        of the hub version by its id, and the subscriptions read again only when that moved.
+        Every change of a subscription moves the version in its own transaction, so that a
+        change committed after it (in any process) reads the new version and the new set."""
+        version = await self.store.hub_version(self.api, session)
+        cached = self._subscriptions
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        subscriptions = await self.store.subscriptions(self.api, session)
+        self._subscriptions = (version, subscriptions)
+        return subscriptions
+
     async def record(self, session: AsyncClientSession, *, payload_key: str, index: SchemaIndex,
                      resource_id: str, version: int, events: list[dict[str, Any]], parties: list[str]) -> int:
         """Store the events and their deliveries; returns how many deliveries there are.
         ``parties`` may see the resource: only their subscriptions (and the operator's and the
         suite's own) hear about it."""
-        subscriptions = await self.store.subscriptions(self.api, session)
+        subscriptions = await self.subscriptions(session)
         recipients = []
         for event in events:
             matching = []

@@ -285,3 +285,30 @@ def test_a_change_is_delivered_by_the_process_that_made_it_without_a_poll(mongo_
             # A delivery a poll claims carries the claim's token; these were never claimed.
             assert [row for row in rows if "claim" in row or row["attempts"] != 1 or row["leaseOwner"]] == []
         assert len(listener.events()) == 4
+
+
+def test_a_subscription_counts_from_the_very_next_change_in_every_app_instance(mongo_uri, listener):
+    """Each app instance (each process) keeps the subscriptions it last read and reads them again
+    only when the hub's version moved: a registration or a removal made through one instance
+    applies to the next change committed through any other on the same database."""
+    settings = make_settings(mongo_uri, delivery_poll_seconds=0.05)
+    with MongoClient(mongo_uri) as mongo, TestClient(create_app(settings), base_url="http://testserver") as first, \
+            TestClient(create_app(settings), base_url="http://testserver") as second:
+        deliveries = mongo[settings.database]["delivery"]
+        for client in (first, second):
+            create(client, name="before")  # each instance has read (and kept) that nobody listens
+        subscription = subscribe(second, listener)
+        create(first, name="through the other instance")
+        create(second, name="through the same instance")
+        # Deliveries are recorded in the transaction of the change, before it is answered.
+        assert deliveries.count_documents({"subscriptionId": subscription["id"]}) == 2
+        events = listener.wait_for(2)
+        assert sorted(e["event"]["service"]["name"] for e in events) == [
+            "through the other instance", "through the same instance"]
+        assert second.delete(f"{INVENTORY}/hub/{subscription['id']}").status_code == 204
+        create(first, name="after the removal")
+        create(second, name="after the removal")
+        assert deliveries.count_documents({"subscriptionId": subscription["id"]}) == 2
+        again = subscribe(first, listener, "event.service.name=again")
+        create(second, name="again")
+        assert deliveries.count_documents({"subscriptionId": again["id"]}) == 1

@@ -27,13 +27,13 @@ def leases(settings: Settings) -> tuple[timedelta, timedelta]:
 
 
 def test_a_lease_shorter_than_an_attempt_is_raised_to_the_attempt_and_the_margin() -> None:
-    lease, fast_lease = leases(Settings(delivery_lease_seconds=2, delivery_timeout_seconds=10))
+    lease, fast_lease = leases(Settings().with_values(delivery_lease_seconds=2, delivery_timeout_seconds=10))
     assert lease == timedelta(seconds=10 + LEASE_MARGIN)
     assert fast_lease > lease
 
 
 def test_a_longer_lease_is_kept() -> None:
-    lease, fast_lease = leases(Settings(delivery_lease_seconds=60, delivery_timeout_seconds=10))
+    lease, fast_lease = leases(Settings().with_values(delivery_lease_seconds=60, delivery_timeout_seconds=10))
     assert lease == timedelta(seconds=60)
     # The fast path's own lease stays short: after a crash, its deliveries are soon taken over.
     assert fast_lease == timedelta(seconds=10 + 2 * LEASE_MARGIN)

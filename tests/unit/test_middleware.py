@@ -43,6 +43,10 @@ Message = dict[str, Any]
     (b'{"a": "\\\\", "b": [[[[]]]]}', 5, False),
     (b'{"a": "\\\\", "b": [[[[]]]]}', 4, True),
     (b'["\\\\\\"[[[["]', 1, False),
+    # A quote that opens no string literal (it has no end) hides nothing.
+    (b'"[[[[', 1, True),
+    (b'["a"] "[[[[', 2, True),
+    (b'["a", "b"]' * 1000, 1, False),
 ])
 def test_json_depth_exceeds(body: bytes, limit: int, exceeds: bool) -> None:
     assert json_depth_exceeds(body, limit) is exceeds

@@ -26,6 +26,10 @@ T = TypeVar("T")
 EVENTS = "event"
 DELIVERIES = "delivery"
 HUB = "hub"
+# One document per API counting the changes of its hub subscriptions (registered, removed,
+# suspended, reactivated), each bumped in the transaction of the change: a write reads it to
+# know whether the subscriptions it last read are still the ones in force.
+HUB_VERSIONS = "hub_version"
 RECEIVED = "received_event"
 CONSUMERS = "consumer"
 UNDELIVERED = ["pending", "retrying"]
@@ -145,6 +149,7 @@ class EventStore:
         self.events = database[EVENTS]
         self.deliveries = database[DELIVERIES]
         self.hub = database[HUB]
+        self.hub_versions = database[HUB_VERSIONS]
         self.received = database[RECEIVED]
         self.consumers = database[CONSUMERS]
         # Where this process's next due-work window starts (None: sweep first), and when it sweeps.
@@ -187,6 +192,27 @@ class EventStore:
 
     async def subscriptions(self, api: str, session: AsyncClientSession | None = None) -> list[dict[str, Any]]:
         return await self.hub.find({"api": api, "status": {"$ne": "suspended"}}, session=session).to_list()
+
+    async def hub_version(self, api: str, session: AsyncClientSession | None = None) -> tuple[str, int] | None:
+        """Which state the hub subscriptions of ``api`` are in, as the transaction of ``session``
+        sees them: None before any change, else an identity that every change of them moves (it
+        also differs between databases, and after the counter was removed and made again)."""
+        found = await self.hub_versions.find_one({"_id": api}, session=session)
+        return None if found is None else (str(found.get("epoch")), int(found.get("version", 0)))
+
+    async def hub_changed(self, api: str, session: AsyncClientSession) -> None:
+        """Record, within the transaction of a change of ``api``'s hub subscriptions, that they changed."""
+        await self.hub_versions.update_one(
+            {"_id": api}, {"$inc": {"version": 1}, "$setOnInsert": {"epoch": uuid.uuid4().hex}},
+            upsert=True, session=session)
+
+    async def _set_subscription_status(self, subscription_id: str, change: dict[str, Any]) -> None:
+        async def update(session: AsyncClientSession) -> None:
+            found = await self.hub.find_one_and_update({"_id": subscription_id}, change, {"api": 1}, session=session)
+            if found is not None:
+                await self.hub_changed(str(found.get("api")), session)
+
+        await in_transaction(self.database, update)
 
     async def record(self, api: str, resource_id: str, version: int, events: list[dict[str, Any]],
                      recipients: list[list[str]], session: AsyncClientSession, parties: list[str]) -> None:
@@ -354,8 +380,8 @@ class EventStore:
             await self.deliveries.bulk_write(operations, ordered=False)
 
     async def suspend(self, subscription_id: str, reason: str) -> None:
-        await self.hub.update_one({"_id": subscription_id},
-                                  {"$set": {"status": "suspended", "suspendedReason": reason}})
+        await self._set_subscription_status(subscription_id,
+                                            {"$set": {"status": "suspended", "suspendedReason": reason}})
         await self.deliveries.update_many({"subscriptionId": subscription_id, "state": {"$in": UNDELIVERED}},
                                           {"$set": {"state": "suspended", "leaseUntil": NO_LEASE}})
 
@@ -451,5 +477,5 @@ class EventStore:
         return None if found is None else found.get("lastEventTime")
 
     async def reactivate(self, subscription_id: str) -> None:
-        await self.hub.update_one({"_id": subscription_id}, {"$set": {"status": "active"},
-                                                            "$unset": {"suspendedReason": ""}})
+        await self._set_subscription_status(subscription_id, {"$set": {"status": "active"},
+                                                              "$unset": {"suspendedReason": ""}})
