@@ -296,6 +296,7 @@ def test_a_subscription_counts_from_the_very_next_change_in_every_app_instance(m
             TestClient(create_app(settings), base_url="http://testserver") as second:
         deliveries = mongo[settings.database]["delivery"]
         for client in (first, second):
+            client.headers.update(bearer(settings))
             create(client, name="before")  # each instance has read (and kept) that nobody listens
         subscription = subscribe(second, listener)
         create(first, name="through the other instance")
