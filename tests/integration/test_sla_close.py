@@ -4,6 +4,7 @@ the same moment) settles the period exactly once."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -130,3 +131,52 @@ def test_closes_of_one_period_at_the_same_moment_settle_it_once(suite):
     for party_id in ("operator", "customer-r"):
         found = statement(client, party_id)
         assert found is not None and [line["amount"]["value"] for line in found["line"]] == [500.03]
+
+
+@pytest.fixture
+def scheduled(mongo_uri: str, clock: Clock) -> Iterator[httpx.Client]:
+    port = free_port()
+    # The scheduler looks for ended periods every 0.1 s.
+    settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}", sla_close_interval_seconds=0.1)
+    with serve(create_app(settings, clock=clock), port) as base, \
+            httpx.Client(base_url=base + SLA_API, headers=bearer(settings), timeout=60) as client:
+        yield client
+
+
+def test_the_scheduler_closes_many_slas_at_once_each_exactly_once(scheduled, clock):
+    client = scheduled
+    clock.now = datetime(2026, 10, 1, tzinfo=UTC)
+    slas = []
+    for i in range(9):
+        clock.now = datetime(2026, 10, 1, tzinfo=UTC)
+        created = client.post("/sla", json={
+            "name": f"Scheduled {i}", "evaluationPeriod": {"kind": "month", "timeZone": "UTC"},
+            "relatedParty": [{"id": "operator", "name": "operator", "role": "SLAProvider"},
+                             {"id": f"customer-{i % 3}", "name": f"customer {i % 3}", "role": "SLAConsumer"}],
+            "relatedEntity": [{"id": f"svc-{i}", "role": "coveredService", "@referredType": "Service"}],
+            "charge": {"unit": "EUR", "value": 100 + i + 0.01}, "rule": [availability_rule(99.9)]})
+        assert created.status_code == 201, created.text
+        slas.append(created.json()["id"])
+    clock.now = datetime(2026, 10, 31, 23, 59, tzinfo=UTC)
+    samples = [{"metric": "availability", "value": 0, "service": {"id": f"svc-{i}"}, "interval": 60,
+                "observedAt": "2026-10-07T12:00:00Z"} for i in range(9)]
+    assert client.post("/measurement", json=samples).status_code == 201
+    clock.now = datetime(2026, 11, 1, 0, 5, tzinfo=UTC)
+    closed: list[dict] = []
+    for _ in range(600):  # a safety bound of a minute or more, not a timing: closes take well under a second
+        closed = client.get("/slaEvaluation?state=closed").json()
+        if len(closed) == 9:
+            break
+        threading.Event().wait(0.1)
+    assert sorted(e["sla"]["id"] for e in closed) == sorted(slas)
+    # 50 % of each charge, rounded half up to cents: 50.01, 50.51, ... 54.01.
+    expected = [(Decimal(100 + i) + Decimal("0.01")) / 2 for i in range(9)]
+    expected = [amount.quantize(Decimal("0.01"), rounding="ROUND_HALF_UP") for amount in expected]
+    operator = statement(client, "operator")
+    assert operator is not None
+    assert sorted(Decimal(repr(line["amount"]["value"])) for line in operator["line"]) == sorted(expected)
+    assert Decimal(repr(operator["owed"]["value"])) == sum(expected)
+    for c in range(3):
+        customer = statement(client, f"customer-{c}")
+        assert customer is not None and len(customer["line"]) == 3
+        assert Decimal(repr(customer["owedTo"]["value"])) == sum(expected[c::3])
