@@ -41,7 +41,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.events import cpu_seconds, percentile, start_process  # noqa: E402
 from bench.inventory import Row, stop, wait_ready  # noqa: E402
-from services.sla.repository import BUCKET_SECONDS, BUCKETS, BucketWrites, MeasurementStore, StoredSample  # noqa: E402
+from services.sla.repository import BUCKET_SECONDS, BUCKETS, READ_BATCH, BucketWrites, MeasurementStore, StoredSample  # noqa: E402
 from services.tmf.auth.identity import DEFAULT_SCOPES, OPERATOR  # noqa: E402
 from services.tmf.auth.issuer import TokenIssuer  # noqa: E402
 from services.tmf.auth.settings import AuthSettings  # noqa: E402
@@ -395,6 +395,7 @@ class Options:
     slas: int
     probe_minutes: int
     full_resolution: bool
+    intake: bool
     as_shipped: bool
     seed: int
     profile: Path | None
@@ -607,9 +608,15 @@ async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict
 
     def read_month(i: int, **kwargs: Any) -> Awaitable[list[dict[str, Any]]]:
         # The query MeasurementStore.samples makes for an SLA covering one service.
+        return buckets.find({"service": f"close-{i}", "metric": "availability",
+                             "hour": {"$gte": first_hour, "$lt": int(NOVEMBER.timestamp())}},
+                            batch_size=READ_BATCH, **kwargs).to_list()
+
+    def read_month_projected(i: int) -> Awaitable[list[dict[str, Any]]]:
+        # The same read as the store made it before: $in of one value, a projection, batches of 101.
         return buckets.find({"service": {"$in": [f"close-{i}"]}, "metric": {"$in": ["availability"]},
                              "hour": {"$gte": first_hour, "$lt": int(NOVEMBER.timestamp())}},
-                            {"service": 1, "metric": 1, "samples": 1}, **kwargs).to_list()
+                            {"service": 1, "metric": 1, "samples": 1}).to_list()
 
     sampled = min(slas, READ_SAMPLE)
     print(f"reading the month of buckets of {sampled} SLAs ({total_buckets:,} buckets in the collection) ...",
@@ -621,6 +628,11 @@ async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict
     read_row.note = (f"{sum(len(r) for r in reads.results if r) / max(1, sampled):.0f} bucket documents per SLA, "
                      f"{total_buckets:,} in the collection")
     results.closing.append(read_row)
+    cpu.start()
+    projected = await run_jobs(sampled, lambda i: read_month_projected(i * slas // sampled),
+                               concurrency=options.concurrency)
+    results.closing.append(cpu.measured("the same buckets read with $in, a projection and batches of 101 (the read "
+                                        "before)", projected, sampled, "SLAs"))
     # What every read of a month costs without the bucket index (as before the suite made it): a scan.
     cpu.start()
     scans = await run_jobs(1, lambda i: read_month(i, hint=[("$natural", 1)]), concurrency=1)
@@ -755,7 +767,8 @@ async def measure(suite_url: str, uri: str, options: Options, pids: dict[str, in
             # The closing month is written first, into an empty collection: bulk writes are
             # faster without the index, which is then built once.
             closing = await seed_closing(suite, mongo, options, results, cpu)
-            await measure_ingestion(suite, mongo, options, results, cpu)
+            if options.intake:
+                await measure_ingestion(suite, mongo, options, results, cpu)
             await measure_closing(suite, mongo, closing, options, results, cpu)
             if options.full_resolution:
                 await measure_full_resolution(suite, options, results, cpu)
@@ -816,7 +829,9 @@ def closing_table(rows: Sequence[Measured]) -> str:
 
 def report(results: Results, options: Options, started: datetime, elapsed: float,
            load_before: tuple[float, float, float]) -> str:
-    baseline = merged_baseline(results.baselines)
+    # Without the intake rows (--no-intake) there is no intake baseline: the closing tables stand alone.
+    baseline = merged_baseline(results.baselines) if results.baselines else None
+    intake_rows = [baseline, *results.ingestion] if baseline is not None else list(results.ingestion)
     lines = [
         "# SLA benchmark",
         "",
@@ -834,8 +849,7 @@ def report(results: Results, options: Options, started: datetime, elapsed: float
         f"{load_before[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
         + ("; the suite ran under cProfile (slower)" if options.profile else "") + ".",
         "",
-        ingestion_table(results.ingestion, baseline),
-        "",
+        *([ingestion_table(results.ingestion, baseline), ""] if baseline is not None else []),
         closing_table(results.closing),
         "",
         *(f"- {note}" for note in results.notes),
@@ -846,7 +860,7 @@ def report(results: Results, options: Options, started: datetime, elapsed: float
         f"instead of every minute ({OCTOBER_MINUTES:,}): 1,000 services at one-minute resolution would be "
         "44.6 million samples",
     ]
-    for m in [baseline, *results.ingestion, *results.closing]:
+    for m in [*intake_rows, *results.closing]:
         if m.note:
             lines.append(f"- {m.name}: {m.note}")
         if m.run.row.stopped_early:
@@ -854,7 +868,7 @@ def report(results: Results, options: Options, started: datetime, elapsed: float
         if m.run.row.errors:
             example, _ = m.run.row.errors.most_common(1)[0]
             lines.append(f"- {m.name}: {sum(m.run.row.errors.values())} unexpected answers, e.g. {example}")
-    for m in [baseline, *results.ingestion, *results.closing]:
+    for m in [*intake_rows, *results.closing]:
         if m.cpu:
             used = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in m.cpu.items())
             lines.append(f"- CPU time during '{m.name}' ({m.run.row.seconds:.1f} s): {used}")
@@ -890,6 +904,8 @@ def parse_args(argv: list[str] | None) -> Options:
                              "service; 1 is full resolution, 44,640); must divide 1440")
     parser.add_argument("--no-full-resolution", dest="full_resolution", action="store_false",
                         help="skip the SLA with a full month of one-minute samples")
+    parser.add_argument("--no-intake", dest="intake", action="store_false",
+                        help="skip the intake rows: seed the closing month and measure the close only")
     parser.add_argument("--as-shipped", action="store_true",
                         help="keep the bucket index the suite makes at start-up while the closing month is "
                              "written, instead of dropping it and building it again after (slower seeding, the "
@@ -906,7 +922,8 @@ def parse_args(argv: list[str] | None) -> Options:
         batch=args.batch, concurrency=args.concurrency,
         max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
         slas=args.slas if args.slas is not None else defaults[3],
-        probe_minutes=args.probe_minutes, full_resolution=args.full_resolution, as_shipped=args.as_shipped,
+        probe_minutes=args.probe_minutes, full_resolution=args.full_resolution, intake=args.intake,
+        as_shipped=args.as_shipped,
         seed=args.seed,
         profile=args.profile, output=args.output, quick=args.quick,
     )

@@ -9,8 +9,11 @@ the period missed its rule, and withdrawn when it did not.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any
@@ -18,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from pymongo import ReturnDocument
 
 from services.tmf.call import SYSTEM
-from services.tmf.errors import Conflict, PreconditionFailed
+from services.tmf.errors import ConcurrentChanges, Conflict
 from services.tmf.events import ATTRIBUTE_CHANGE
 from services.tmf.query import normalize_date_time
 from services.tmf.repository import META, public
+from services.tmf.repository.events import in_transaction
 from services.tmf.resource import KeyedLocks
 
 from .evaluation import (
@@ -47,9 +51,11 @@ CENT = Decimal("0.01")
 MAX_RULES = 50  # the document's bound on an SLA's rules and on an evaluation's violation lists
 # Money is quantized to cents whatever its size: the default 28 digits would fail on a large charge.
 MONEY_CONTEXT = Context(prec=1000)
-# A statement write loses to a concurrent one at most once per other close of the same party;
-# modify retries a few times itself, this many rounds on top bound a pathological storm.
-STATEMENT_ROUNDS = 50
+# A close's transaction fails when something it relies on changed since it looked (another
+# process closing the same party, a violation raised meanwhile); it looks again this many times.
+CLOSE_ROUNDS = 20
+# SLAs the period scheduler closes at once.
+CLOSE_CONCURRENCY = 4
 STATEMENT_LOCKS = "sla.statement_locks"
 BUCKET_WRITES = "sla.bucket_writes"
 PROVIDER_ROLES = {"slaprovider", "provider", "supplier"}
@@ -189,6 +195,17 @@ def statement_totals(lines: list[dict[str, Any]], currency: str, owed: Decimal =
             "net": money(MONEY_CONTEXT.subtract(owed_to, owed), currency), "line": lines}
 
 
+@dataclass(frozen=True)
+class StatementLine:
+    """A rebate's line on one party's statement (``header``: the statement's party, period,
+    currency and type)."""
+
+    statement_id: str
+    header: dict[str, Any]
+    line: dict[str, Any]
+    rebate_id: str
+
+
 class Closer:
     """Evaluations, violations, rebates and statements of one SLA API."""
 
@@ -229,32 +246,91 @@ class Closer:
             "ruleResult": [result_body(r) for r in results], "violation": [], "@type": "SLAEvaluation",
         }
         if close:
-            violations = [await self.record_violation(sla, period, r, final=True) for r in results if r.met is False]
-            document["violation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
-                                     for v in violations]
-            withdrawn = await self.withdraw_unconfirmed(sla, period, results, {v["id"] for v in violations})
+            return await self.settle(sla, period, results, document, evaluation_id)
+        return await evaluations.insert(document, SYSTEM, parties=sla_parties(sla))
+
+    async def settle(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
+                     document: dict[str, Any], evaluation_id: str) -> dict[str, Any]:
+        """Close ``period`` of ``sla`` with its evaluation ``document``: confirm the violations
+        of the rules it missed, withdraw the provisional ones it did not confirm, make the
+        rebate, put it on both parties' statements and store the evaluation, all in one
+        transaction with their events. A close is then there whole or not at all, and costs
+        one commit instead of one per object it writes.
+
+        What the transaction relies on is read before it and checked by its writes (ids that
+        must not exist yet, versions that must not have moved): when one of them fails, the
+        close looks again. If the evaluation exists by then, another close of the period
+        committed first, with the same result, and that result is returned."""
+        evaluations, violations = self.api("slaEvaluation"), self.api("slaViolation")
+        parties = sla_parties(sla)
+        violated = [r for r in results if r.met is False]
+        by_rule = {r.rule.id: r for r in results}
+        retrying = False
+        for _ in range(CLOSE_ROUNDS):
+            stored = {v["id"]: v for v in await violations.store.find_internal(
+                {"sla.id": sla["id"], "period.startDateTime": text(period.start),
+                 "period.endDateTime": text(period.end)}, SYSTEM, {})}
+            confirmed = [violation_id(sla["id"], r.rule.id, period) for r in violated]
+            document["violation"] = [{"id": v, "href": violations.href(v)} for v in confirmed]
+            withdrawn = [stored[v] for v in sorted(stored)
+                         if stored[v].get("status") == "provisional" and v not in confirmed]
+            document.pop("withdrawnViolation", None)
             if withdrawn:
                 # Rules renamed during the period can leave more provisional violations than an SLA
                 # has rules; all are withdrawn, the evaluation lists as many as its document allows.
-                document["withdrawnViolation"] = [{"id": v["id"], "href": self.api("slaViolation").href(v["id"])}
+                document["withdrawnViolation"] = [{"id": v["id"], "href": violations.href(v["id"])}
                                                   for v in withdrawn[:MAX_RULES]]
-            rebate = await self.record_rebate(sla, period, results, evaluation_id, document["violation"])
+            # A rebate made before closes wrote in one transaction (by a close that stopped
+            # half-way) is kept as it is; only a retry needs to look for one.
+            rebate, new_rebate = await self.rebate_of(sla, period, results, evaluation_id, document["violation"],
+                                                      look=retrying)
+            document.pop("rebate", None)
+            statements: list[StatementLine] = []
             if rebate is not None:
                 document["rebate"] = {"id": rebate["id"], "href": self.api("rebate").href(rebate["id"]),
                                       "amount": rebate["amount"]}
-                await self.update_statements(rebate)
-        try:
-            stored = await evaluations.insert(document, SYSTEM, resource_id=evaluation_id if close else None,
-                                              parties=sla_parties(sla))
-        except Conflict:
-            # Another process closed the same period at the same moment; its result is the same.
-            again = await evaluations.store.get(evaluation_id, SYSTEM)
-            assert again is not None
-            return again
-        return stored
+                statements = self.statement_lines(rebate)
+
+            async def write(session: Any, stored: dict[str, dict[str, Any]] = stored,
+                            withdrawn: list[dict[str, Any]] = withdrawn, rebate: dict[str, Any] | None = rebate,
+                            new_rebate: bool = new_rebate,
+                            statements: list[StatementLine] = statements,
+                            ) -> dict[str, Any]:
+                for result in violated:
+                    await self.record_violation(sla, period, result, final=True, session=session,
+                                                known=stored.get(violation_id(sla["id"], result.rule.id, period)))
+                for before in withdrawn:
+                    rule_id = str(((before.get("violation") or {}).get("rule") or {}).get("id"))
+                    await violations.modify(before["id"], self.withdrawal(by_rule.get(rule_id)), SYSTEM,
+                                            system=True, session=session)
+                if rebate is not None and new_rebate:
+                    await self.api("rebate").insert(rebate, SYSTEM, resource_id=rebate["id"], parties=parties,
+                                                    session=session)
+                for entry in statements:
+                    await self.append_line(session, entry)
+                return await evaluations.insert(document, SYSTEM, resource_id=evaluation_id, parties=parties,
+                                                session=session)
+
+            try:
+                async with self.statement_turns([entry.statement_id for entry in statements]):
+                    evaluation: dict[str, Any] = await in_transaction(self.context.db, write)
+            except Conflict:
+                existing = await evaluations.store.get(evaluation_id, SYSTEM)
+                if existing is not None:
+                    return existing
+                retrying = True
+                continue
+            self.context.outbox.committed()
+            return evaluation
+        raise ConcurrentChanges(f"the period of SLA {sla['id']} kept changing while it was closed; close again")
 
     async def record_violation(self, sla: dict[str, Any], period: Period, result: RuleResult,
-                               final: bool) -> dict[str, Any]:
+                               final: bool, *, session: Any = None,
+                               known: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Raise (provisional) or confirm (``final``) the violation of ``result``'s rule in
+        ``period``. Within a close's transaction (``session``), ``known`` is the violation as
+        read before it, or None when there was none: the write then fails (Conflict) rather
+        than overwrite what changed meanwhile."""
         rule = result.rule
         identity = violation_id(sla["id"], rule.id, period)
         actual = None if result.actual is None else float(result.actual)
@@ -284,8 +360,10 @@ class Closer:
         if raw_rule.get("consequence"):
             body["violation"]["consequence"] = raw_rule["consequence"]
         violations = self.api("slaViolation")
-        existing = await violations.store.get(identity, SYSTEM)
+        existing = known if session is not None else await violations.store.get(identity, SYSTEM)
         if existing is None:
+            if session is not None:
+                return await violations.insert(body, SYSTEM, resource_id=identity, session=session)
             try:
                 return await violations.insert(body, SYSTEM, resource_id=identity)
             except Conflict:
@@ -300,24 +378,7 @@ class Closer:
                 after["statusChangeDate"] = body["date"]
             return after
 
-        return await violations.modify(identity, finalise, SYSTEM, system=True)
-
-    async def withdraw_unconfirmed(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
-                                   confirmed: set[str]) -> list[dict[str, Any]]:
-        """Withdraw the provisional violations of the period that the close did not confirm: the
-        data complete, the rule turned out met (or no longer exists, or had nothing to judge)."""
-        violations = self.api("slaViolation")
-        pending = await violations.store.find(
-            {"sla.id": sla["id"], "period.startDateTime": text(period.start),
-             "period.endDateTime": text(period.end), "status": "provisional"}, SYSTEM, sort=[("id", 1)])
-        by_rule = {r.rule.id: r for r in results}
-        withdrawn = []
-        for stored in pending:
-            if stored["id"] in confirmed:
-                continue
-            result = by_rule.get(str(((stored.get("violation") or {}).get("rule") or {}).get("id")))
-            withdrawn.append(await violations.modify(stored["id"], self.withdrawal(result), SYSTEM, system=True))
-        return withdrawn
+        return await violations.modify(identity, finalise, SYSTEM, system=True, session=session)
 
     def withdrawal(self, result: RuleResult | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
         reason = withdrawal_reason(result)
@@ -334,24 +395,26 @@ class Closer:
 
         return withdraw
 
-    async def record_rebate(self, sla: dict[str, Any], period: Period, results: list[RuleResult],
-                            evaluation_id: str, violations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def rebate_of(self, sla: dict[str, Any], period: Period, results: list[RuleResult], evaluation_id: str,
+                        violations: list[dict[str, Any]], look: bool) -> tuple[dict[str, Any] | None, bool]:
+        """The rebate a close of ``period`` makes, if any, and whether it is still to be stored
+        (with ``look``, one already stored is returned as it is)."""
         charge = sla.get("charge")
         if not charge or not violations:
-            return None
+            return None, False
         currency = charge["unit"]
         cap = (sla.get("rebateCap") or {}).get("percent")
         computed = compute_rebate(Decimal(str(charge["value"])), results,
                                   None if cap is None else Decimal(str(cap)))
         if computed.amount <= 0:
-            return None
+            return None, False
         rebate_id = stable_id("rebate", sla["id"], text(period.start), text(period.end))
-        rebates = self.api("rebate")
-        existing = await rebates.store.get(rebate_id, SYSTEM)
-        if existing is not None:
-            return existing
+        if look:
+            existing = await self.api("rebate").store.get(rebate_id, SYSTEM)
+            if existing is not None:
+                return public(existing), False
         body: dict[str, Any] = {
-            "sla": self.sla_ref(sla), "period": period_body(period),
+            "id": rebate_id, "sla": self.sla_ref(sla), "period": period_body(period),
             "charge": money(Decimal(str(charge["value"])), currency), "amount": money(computed.amount, currency),
             "capped": computed.capped,
             # The cap line belongs to no rule: it has no rule id rather than a null one.
@@ -365,16 +428,20 @@ class Closer:
             found = party(sla, roles)
             if found is not None:
                 body[key] = found
-        try:
-            return await rebates.insert(body, SYSTEM, resource_id=rebate_id, parties=sla_parties(sla))
-        except Conflict:
-            return await rebates.store.get(rebate_id, SYSTEM)
+        return body, True
 
-    async def update_statements(self, rebate: dict[str, Any]) -> None:
+    def statement_lines(self, rebate: dict[str, Any]) -> list[StatementLine]:
+        """The line ``rebate`` puts on the statement of each of its parties, for its period and currency."""
+        period, currency = rebate["period"], rebate["amount"]["unit"]
+        lines = []
         for role in ("payer", "payee"):
             who = rebate.get(role)
             if who and who.get("id"):
-                await self.statement(who, rebate)
+                statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"],
+                                         currency)
+                header = {"party": who, "period": period, "currency": currency, "@type": "SettlementStatement"}
+                lines.append(StatementLine(statement_id, header, self.statement_line(who, rebate), rebate["id"]))
+        return lines
 
     def statement_line(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
         payable = (rebate.get("payer") or {}).get("id") == who["id"]
@@ -389,89 +456,101 @@ class Closer:
             line["counterparty"] = counterparty
         return line
 
-    async def statement(self, who: dict[str, Any], rebate: dict[str, Any]) -> dict[str, Any]:
-        """Put ``rebate`` on ``who``'s statement for its period and currency, once; returns the
-        statement's totals and bookkeeping (without its lines).
+    @asynccontextmanager
+    async def statement_turns(self, statement_ids: list[str]) -> AsyncIterator[None]:
+        """Closes in this process take turns on a statement for the whole of their transaction
+        (one that began before another's commit would conflict on the statement and start
+        over): its versioned write then only meets closes in other processes. Several
+        statements are taken in one order, so that two closes never wait for each other."""
+        locks = self.context.components.setdefault(STATEMENT_LOCKS, KeyedLocks())
+        async with AsyncExitStack() as held:
+            for statement_id in sorted(set(statement_ids)):
+                await held.enter_async_context(locks.hold(statement_id))
+            yield
+
+    async def append_line(self, session: Any, entry: StatementLine) -> None:
+        """Put ``entry``'s line on its statement within the close's transaction, once.
 
         Rebates never change once made, so a close only appends its line and adds its amount to
         the totals, in one versioned write that carries the line's absence as a condition: what
         a close costs does not grow with the lines already there (the lines are neither read,
-        rebuilt nor validated again). A write that lost to a concurrent one reads the totals
-        again and retries, so no close can drop a line or an amount another close added."""
-        period, currency = rebate["period"], rebate["amount"]["unit"]
-        statement_id = stable_id("statement", who["id"], period["startDateTime"], period["endDateTime"], currency)
+        rebuilt nor validated again). A statement another process changed since the transaction
+        began fails the write (Conflict, or the database's own write conflict, which retries
+        the transaction), so no close can drop a line or an amount another close added."""
         statements = self.api("settlementStatement")
-        line = self.statement_line(who, rebate)
-        header = {"party": who, "period": period, "currency": currency, "@type": "SettlementStatement"}
-        # Closes in this process take turns on a statement instead of racing for its version:
-        # the versioned write then only meets closes in other processes.
-        locks = self.context.components.setdefault(STATEMENT_LOCKS, KeyedLocks())
-        async with locks.hold(statement_id):
-            return await self._append_line(statements, statement_id, header, line, rebate["id"], currency)
-
-    async def _append_line(self, statements: ResourceApi, statement_id: str, header: dict[str, Any],
-                           line: dict[str, Any], rebate_id: str, currency: str) -> dict[str, Any]:
         collection = statements.store.collection
-        for _ in range(STATEMENT_ROUNDS):
-            current = await collection.find_one({"_id": statement_id}, {"line": 0})
-            if current is None:
-                body = {**header, **statement_totals([line], currency)}
-                try:
-                    return public(await statements.insert(body, SYSTEM, resource_id=statement_id))
-                except Conflict:
-                    continue  # another close made it first: add to theirs
-            totals = statement_totals([line], currency, owed=decimal_money(current["owed"]["value"]),
-                                      owed_to=decimal_money(current["owedTo"]["value"]))
-            totals.pop("line")
-            # The line's shape is checked on a statement of that line alone: the same schema, O(1).
-            statements.check_valid({"id": statement_id, "href": statements.href(statement_id), **header, **totals,
-                                    "line": [line]})
-            version = current[META]["version"]
+        statement_id, header, line = entry.statement_id, entry.header, entry.line
+        currency = header["currency"]
+        current = await collection.find_one({"_id": statement_id}, {"line": 0}, session=session)
+        if current is None:
+            await statements.insert({**header, **statement_totals([line], currency)}, SYSTEM,
+                                    resource_id=statement_id, session=session)
+            return
+        totals = statement_totals([line], currency, owed=decimal_money(current["owed"]["value"]),
+                                  owed_to=decimal_money(current["owedTo"]["value"]))
+        totals.pop("line")
+        # The line's shape is checked on a statement of that line alone: the same schema, O(1).
+        statements.check_valid({"id": statement_id, "href": statements.href(statement_id), **header, **totals,
+                                "line": [line]})
+        version = current[META]["version"]
 
-            async def append(session: Any, version: int = version,
-                             totals: dict[str, Any] = totals) -> tuple[dict[str, Any] | None, int, list[Any]]:
-                stored: dict[str, Any] | None = await collection.find_one_and_update(
-                    {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": rebate_id}},
-                    {"$push": {"line": line}, "$set": totals, "$inc": {f"{META}.version": 1}},
-                    projection={"line": 0}, return_document=ReturnDocument.AFTER, session=session)
-                if stored is None:
-                    return None, 0, []
-                # The change event carries the new totals and the line this close added (its
-                # fieldPath names both), not every line of the statement again.
-                changed = statements.present({**stored, "line": [line]})
-                return stored, stored[META]["version"], [
-                    statements.event(ATTRIBUTE_CHANGE, changed, ["line", "net", "owed", "owedTo"])]
+        async def append(session: Any) -> tuple[dict[str, Any] | None, int, list[Any]]:
+            stored: dict[str, Any] | None = await collection.find_one_and_update(
+                {"_id": statement_id, f"{META}.version": version, "line.rebate.id": {"$ne": entry.rebate_id}},
+                {"$push": {"line": line}, "$set": totals, "$inc": {f"{META}.version": 1}},
+                projection={"line": 0}, return_document=ReturnDocument.AFTER, session=session)
+            if stored is None:
+                return None, 0, []
+            # The change event carries the new totals and the line this close added (its
+            # fieldPath names both), not every line of the statement again.
+            changed = statements.present({**stored, "line": [line]})
+            return stored, stored[META]["version"], [
+                statements.event(ATTRIBUTE_CHANGE, changed, ["line", "net", "owed", "owedTo"])]
 
-            written: dict[str, Any] | None = await statements._commit(append, statement_id)
-            if written is not None:
-                return public(written)
-            if await collection.find_one({"_id": statement_id, "line.rebate.id": rebate_id}, {"_id": 1}):
-                return public(current)  # this rebate's line is there already: closed before
-        raise PreconditionFailed(f"the settlement statement of {header['party']['id']} is changing too often; "
-                                 "close again")
+        if await statements._commit(append, statement_id, session) is not None:
+            return
+        if await collection.find_one({"_id": statement_id, "line.rebate.id": entry.rebate_id}, {"_id": 1},
+                                     session=session):
+            return  # this rebate's line is there already: put there by a close that stopped half-way
+        raise ConcurrentChanges(f"the settlement statement of {header['party']['id']} changed during the close")
 
-    async def close_due(self) -> int:
+    async def close_due(self, concurrency: int = CLOSE_CONCURRENCY) -> int:
         """Close every period that has ended, for every SLA with an evaluation period; returns
         how many were closed. An SLA's first period is the one it was created in (or its
-        validFor start, if later): earlier periods are for slaEvaluation tasks to rerun."""
+        validFor start, if later): earlier periods are for slaEvaluation tasks to rerun.
+
+        Up to ``concurrency`` SLAs close at once, each its periods in order: one close's
+        reads and evaluation overlap another's writes (the database applies writes one at a
+        time, but not reads). An SLA whose close fails does not hold up the others; the first
+        failure is raised once all have been tried."""
         now = self.context.clock()
         slas = self.api("sla")
-        closed = 0
-        for stored in await slas.store.find_internal({"evaluationPeriod": {"$exists": True}}, SYSTEM, {}):
+        turns = asyncio.Semaphore(concurrency)
+
+        async def close_periods_of(stored: dict[str, Any]) -> int:
             meta = stored.get(META, {})
             sla = public(stored)
             kind, zone = period_kind(sla)
             starts = [(sla.get("validFor") or {}).get("startDateTime"), meta.get("created")]
             anchor = meta.get("closedThrough") or max((s for s in starts if s), default=None)
             if anchor is None:
-                continue
+                return 0
             period = period_containing(parse_time(anchor), kind, zone)
             valid_until = (sla.get("validFor") or {}).get("endDateTime")
-            for _ in range(100):
-                if period.end > now or (valid_until and text(period.start) >= valid_until):
-                    break
-                await self.evaluate(sla, period, close=True)
-                await slas.store.set_meta(sla["id"], {"closedThrough": text(period.end)})
-                closed += 1
-                period = period_containing(period.end, kind, zone)
-        return closed
+            closed = 0
+            async with turns:
+                for _ in range(100):
+                    if period.end > now or (valid_until and text(period.start) >= valid_until):
+                        break
+                    await self.evaluate(sla, period, close=True)
+                    await slas.store.set_meta(sla["id"], {"closedThrough": text(period.end)})
+                    closed += 1
+                    period = period_containing(period.end, kind, zone)
+            return closed
+
+        found = await slas.store.find_internal({"evaluationPeriod": {"$exists": True}}, SYSTEM, {})
+        outcomes = await asyncio.gather(*(close_periods_of(stored) for stored in found), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+        return sum(o for o in outcomes if isinstance(o, int))

@@ -20,6 +20,8 @@ BUCKETS = "measurement_bucket"
 BUCKET_SECONDS = 3600
 # A sample covers at most a day, so a period's samples can start this long before it.
 MAX_INTERVAL_SECONDS = 86_400
+# Buckets per reply when reading a period: a month of one service and metric in one batch.
+READ_BATCH = 2000
 
 
 class StoredSample(NamedTuple):
@@ -120,11 +122,19 @@ class MeasurementStore:
         (epoch milliseconds, value, interval seconds)."""
         first_hour = (start_s - MAX_INTERVAL_SECONDS) // BUCKET_SECONDS * BUCKET_SECONDS
         found: dict[tuple[str, str], list[tuple[int, float, float]]] = defaultdict(list)
+        # A month is some 770 buckets per service and metric. They are read whole: on the
+        # embedded server a projection costs more than the few fields it leaves out (a quarter
+        # of the read); equality where there is one value to match, and one batch instead of
+        # a first batch of 101 and further round trips.
         cursor = self.buckets.find(
-            {"service": {"$in": services}, "metric": {"$in": metrics}, "hour": {"$gte": first_hour, "$lt": end_s}},
-            {"service": 1, "metric": 1, "samples": 1},
+            {"service": _one_of(services), "metric": _one_of(metrics), "hour": {"$gte": first_hour, "$lt": end_s}},
+            batch_size=READ_BATCH,
         )
         async for bucket in cursor:
             rows = found[(bucket["service"], bucket["metric"])]
             rows.extend((int(at), float(value), float(interval)) for at, value, interval in bucket["samples"])
         return found
+
+
+def _one_of(values: list[str]) -> str | dict[str, list[str]]:
+    return values[0] if len(values) == 1 else {"$in": values}
