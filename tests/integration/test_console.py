@@ -293,7 +293,9 @@ def test_a_partner_gets_no_report_of_the_other_partners_sla(suite: Seeded) -> No
     pdf = pia.get(f"/console/reports/sla/{suite.ids['sla-b']}.pdf", params={"period": "month", "start": start})
     assert 400 <= pdf.status_code < 500 and not pdf.content.startswith(b"%PDF")
     own = pia.get("/console/reports", params={"report": "party", "period": "month", "start": start})
-    assert own.status_code == 200 and "Party report: partner-a" in own.text and "sla-b" not in own.text
+    assert own.status_code == 200, own.text[-600:]
+    assert "Party report: partner-a" in own.text and "SLA report: sla-a" in own.text
+    assert "sla-b" not in own.text
 
 
 def test_report_downloads_are_the_apis_files_for_the_person(suite: Seeded) -> None:
