@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -332,11 +333,12 @@ class Console:
         path, extra = target
         period = request.query_params.get("period", "month")[:32]
         start = request.query_params.get("start", "")[:32]
-        content, _ = await self.suite.document(session, path, period=period, start=start, format=fmt, **extra)
+        answer = await self.suite.document(session, path, period=period, start=start, format=fmt, **extra)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{sla_id or session.party_id}-{period}-{start}")
-        return Response(content, media_type=views.REPORT_FORMATS[fmt], headers={
-            "Content-Disposition": f'attachment; filename="report-{name}.{fmt}"', "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff"})
+        return StreamingResponse(answer.aiter_bytes(), media_type=views.REPORT_FORMATS[fmt],
+                                 background=BackgroundTask(answer.aclose), headers={
+                                     "Content-Disposition": f'attachment; filename="report-{name}.{fmt}"',
+                                     "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     # -- live updates ----------------------------------------------------------------------------
 

@@ -93,9 +93,16 @@ class Suite:
     async def post(self, session: Session, path: str, body: Any) -> Any:
         return await self.request(session, "POST", path, json=body)
 
-    async def document(self, session: Session, path: str, **params: Any) -> tuple[bytes, str]:
-        """A GET answered with a file (a report's CSV or PDF): its bytes and its media type."""
-        response = await self._send(session, "GET", path, params=params or None)
+    async def document(self, session: Session, path: str, **params: Any) -> httpx.Response:
+        """A GET answered with a file (a report's CSV or PDF), opened as a stream: the caller
+        passes its bytes on as they come and closes it (``aclose``) when done."""
+        request = self.http.build_request("GET", path, params=params or None,
+                                          headers={"Authorization": f"Bearer {await self._token(session)}"})
+        response = await self.http.send(request, stream=True)
         if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
             raise self._error(response)
-        return response.content, response.headers.get("content-type", "application/octet-stream")
+        return response
