@@ -4,22 +4,26 @@ panels, the problem actions, the hub listener and the event stream to browsers."
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from services.sla.report_documents import render_report_html
 from services.tmf.auth.identity import OPERATOR, PARTNER
 from services.tmf.auth.issuer import TokenIssuer
 from services.tmf.auth.service import ClientCredentials, ServiceCredentials
@@ -113,6 +117,8 @@ class Console:
             Route("/problems/group", self._page(self._group, write=True), methods=["POST"]),
             Route("/settlement", self._page(self._settlement)),
             Route("/reports", self._page(self._reports)),
+            Route("/reports/sla/{sla_id}.{fmt}", self._page(self._report_file)),
+            Route("/reports/party.{fmt}", self._page(self._report_file)),
             Route("/events", self._page(self._events)),
             Route("/hook/{api}/listener/{event_type}", self._hook, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -288,7 +294,51 @@ class Console:
         return self._panel(request, "settlement.html", "settlement_panel.html", session, statements=found)
 
     async def _reports(self, request: Request, session: Session) -> Response:
-        return self.render("reports.html", session=session, current="reports")
+        query = request.query_params
+        choice = query.get("report", "")[:256]
+        period = query.get("period", "month")[:32]
+        start = query.get("start") or _now().date().replace(day=1).isoformat()
+        values: dict[str, Any] = {"choices": await views.report_choices(self.suite, session), "chosen": choice,
+                                  "period": period, "start": start[:32], "periods": views.REPORT_PERIODS}
+        if not choice:
+            return self.render("reports.html", session=session, current="reports", **values)
+        target = views.report_target(session, choice)
+        if target is None:
+            return self.render("reports.html", 400, session=session, current="reports", **values,
+                               error="Choose one of the reports in the list.")
+        path, extra = target
+        try:
+            report = await self.suite.get(session, path, period=period, start=start, format="json", **extra)
+        except SuiteError as exc:
+            if exc.status == 401 or exc.status >= 500:
+                raise
+            # The API's own words say what to fix (a wrong period or date, an SLA not theirs).
+            return self.render("reports.html", exc.status, session=session, current="reports", **values,
+                               error=exc.message)
+        files = {fmt: f"{_report_file_path(choice)}.{fmt}?{urlencode({'period': period, 'start': start})}"
+                 for fmt in views.REPORT_FORMATS}
+        return self.render("reports.html", session=session, current="reports", **values, files=files,
+                           report=Markup(render_report_html(report, standalone=False)))  # noqa: S704 - escaped there
+
+    async def _report_file(self, request: Request, session: Session) -> Response:
+        """A report's CSV or PDF, fetched from the API with this person's token, as a download."""
+        fmt = request.path_params["fmt"]
+        sla_id = request.path_params.get("sla_id")
+        choice = views.PARTY_REPORT if sla_id is None else f"sla:{sla_id}"
+        target = views.report_target(session, choice)
+        if fmt not in views.REPORT_FORMATS or target is None:
+            return self.render("error.html", 404, session=session,
+                               message="No such report file: the console offers CSV and PDF files of the reports "
+                                       "listed on the Reports page.")
+        path, extra = target
+        period = request.query_params.get("period", "month")[:32]
+        start = request.query_params.get("start", "")[:32]
+        answer = await self.suite.document(session, path, period=period, start=start, format=fmt, **extra)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{sla_id or session.party_id}-{period}-{start}")
+        return StreamingResponse(answer.aiter_bytes(), media_type=views.REPORT_FORMATS[fmt],
+                                 background=BackgroundTask(answer.aclose), headers={
+                                     "Content-Disposition": f'attachment; filename="report-{name}.{fmt}"',
+                                     "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     # -- live updates ----------------------------------------------------------------------------
 
@@ -322,6 +372,12 @@ class Console:
         if not self.subscriber.accept(request.path_params["api"], request.headers.get(SIGNATURE_HEADER), body):
             return Response(status_code=401)
         return Response(status_code=204)
+
+
+def _report_file_path(choice: str) -> str:
+    if choice == views.PARTY_REPORT:
+        return f"{PREFIX}/reports/party"
+    return f"{PREFIX}/reports/sla/{quote(choice.removeprefix('sla:'), safe='')}"
 
 
 def _now() -> datetime:

@@ -61,18 +61,26 @@ class Suite:
         self._tokens[key] = (token, time.monotonic() + lifetime - RENEW_MARGIN_SECONDS)
         return token
 
+    async def _send(self, session: Session, method: str, path: str, *, params: dict[str, Any] | None = None,
+                    json: Any = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {await self._token(session)}"}
+        return await self.http.request(method, path, params=params, json=json, headers=headers)
+
+    @staticmethod
+    def _error(response: httpx.Response) -> SuiteError:
+        try:
+            message = str(response.json().get("message") or response.reason_phrase)
+        except ValueError:
+            message = response.reason_phrase
+        return SuiteError(response.status_code, message)
+
     async def request(self, session: Session, method: str, path: str, *, params: dict[str, Any] | None = None,
                       json: Any = None, missing_ok: bool = False) -> Any:
-        headers = {"Authorization": f"Bearer {await self._token(session)}"}
-        response = await self.http.request(method, path, params=params, json=json, headers=headers)
+        response = await self._send(session, method, path, params=params, json=json)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 400:
-            try:
-                message = str(response.json().get("message") or response.reason_phrase)
-            except ValueError:
-                message = response.reason_phrase
-            raise SuiteError(response.status_code, message)
+            raise self._error(response)
         return response.json() if response.content else None
 
     async def get(self, session: Session, path: str, **params: Any) -> Any:
@@ -84,3 +92,17 @@ class Suite:
 
     async def post(self, session: Session, path: str, body: Any) -> Any:
         return await self.request(session, "POST", path, json=body)
+
+    async def document(self, session: Session, path: str, **params: Any) -> httpx.Response:
+        """A GET answered with a file (a report's CSV or PDF), opened as a stream: the caller
+        passes its bytes on as they come and closes it (``aclose``) when done."""
+        request = self.http.build_request("GET", path, params=params or None,
+                                          headers={"Authorization": f"Bearer {await self._token(session)}"})
+        response = await self.http.send(request, stream=True)
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise self._error(response)
+        return response

@@ -327,3 +327,33 @@ async def node_detail(suite: Suite, session: Session, kind: str, node_id: str, n
         for sla in await suite.get(session, f"{SLA}/sla", limit=20, **{"relatedEntity.id": node_id}):
             slas.append(await sla_standing(suite, session, sla, now))
     return {"kind": kind, "id": node_id, "problems": problems, "alarms": alarms, "slas": slas}
+
+
+# -- reports -----------------------------------------------------------------------------------
+
+REPORT_PERIODS = ("day", "week", "month")
+REPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+PARTY_REPORT = "party"
+# An SLA id as the console puts it in an API path: no slash, no dot segment, bounded.
+_SLA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+async def report_choices(suite: Suite, session: Session) -> list[tuple[str, str]]:
+    """The reports this person may ask for, as (form value, label): each SLA the API shows them
+    and, for a partner or a customer, the report of their own party."""
+    slas = await suite.get(session, f"{SLA}/sla", sort="name", limit=SLA_LIMIT, fields="id,name")
+    choices = [(f"sla:{s['id']}", f"SLA {s.get('name') or s['id']}") for s in slas]
+    if session.role != OPERATOR:
+        choices.insert(0, (PARTY_REPORT, f"Every SLA of {session.party_id} (party report)"))
+    return choices
+
+
+def report_target(session: Session, choice: str) -> tuple[str, dict[str, str]] | None:
+    """The API path and extra parameters of the report a form value names; None when it names
+    no report the console offers (the API still decides what this person may see)."""
+    if choice == PARTY_REPORT and session.role != OPERATOR:
+        return f"{SLA}/report", {"partyId": session.party_id}
+    sla_id = choice.removeprefix("sla:")
+    if choice.startswith("sla:") and _SLA_ID.fullmatch(sla_id):
+        return f"{SLA}/sla/{sla_id}/report", {}
+    return None

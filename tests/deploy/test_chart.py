@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from console.settings import ConsoleSettings
 from tests.deploy.chart import (
     API_NAMES,
     CHART,
@@ -349,6 +350,48 @@ def test_an_existing_secret_replaces_the_charts_and_an_api_may_have_its_own_clie
     assert env["SQM_CLIENT_ID"]["value"] == "tmf-sqm-sla"
     assert env["SQM_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
         "name": "sqm-credentials", "key": "oauth-client-secret-sla-management", "optional": True}
+
+
+def test_the_gateway_gets_the_consoles_settings_and_its_oidc_secret_by_reference() -> None:
+    values = load_values("defaults")
+    values["gateway"] = {"console": {"sessionSeconds": 3600, "oidc": {
+        "issuer": "https://login.example.com/realms/sqm", "clientId": "sqm-console", "clientSecret": "c0nsole",
+        "roleClaim": "realm_access.role"}}}
+    rendered = render(values)
+    config = rendered.get("ConfigMap", "sqm-tmf-sqm-gateway")["data"]
+    documented = {name for name, _ in ConsoleSettings.documented()}
+    assert {k for k in config if k.startswith("SQM_CONSOLE_")} == documented - {"SQM_CONSOLE_OIDC_CLIENT_SECRET"}
+    assert config["SQM_CONSOLE_SESSION_SECONDS"] == "3600"
+    assert config["SQM_CONSOLE_OIDC_ROLE_CLAIM"] == "realm_access.role"
+    assert config["SQM_CONSOLE_OIDC_PARTY_CLAIM"] == "party_id"
+    # By default the console reaches the APIs through the gateway's own Service ...
+    assert config["SQM_CONSOLE_API_URL"] == "http://sqm-tmf-sqm-gateway:8080"
+    policy = rendered.get("NetworkPolicy", "sqm-tmf-sqm-gateway")
+    reached = {w["metadata"]["name"] for rule in policy["spec"]["egress"] for peer in rule.get("to", [])
+               if set(peer) == {"podSelector"} for w in rendered.workloads()
+               if selects(peer["podSelector"], pod_labels(w))}
+    assert "sqm-tmf-sqm-gateway" in reached
+    # ... and its client secret is in the Secret, reaching the gateway alone by reference.
+    assert rendered.get("Secret", "sqm-tmf-sqm")["stringData"]["console-oidc-client-secret"] == "c0nsole"
+    for config_map in rendered.of_kind("ConfigMap"):
+        assert "c0nsole" not in yaml.safe_dump(config_map)
+    for deployment in rendered.of_kind("Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if _tier(deployment) == "gateway":
+            assert env["SQM_CONSOLE_OIDC_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+                "name": "sqm-tmf-sqm", "key": "console-oidc-client-secret", "optional": True}
+        else:
+            assert "SQM_CONSOLE_OIDC_CLIENT_SECRET" not in env
+    without = render_scenario("defaults").get("ConfigMap", "sqm-tmf-sqm-gateway")["data"]
+    assert "SQM_CONSOLE_OIDC_ISSUER" not in without and without["SQM_CONSOLE_SESSION_SECONDS"] == "28800"
+
+
+def test_the_schema_refuses_a_console_provider_without_a_client_id() -> None:
+    values = load_values("defaults")
+    values["gateway"] = {"console": {"oidc": {"issuer": "https://login.example.com"}}}
+    assert "/gateway/console/oidc" in _refusal(values)
+    values["gateway"] = {"console": {"sessionSeconds": 10}}
+    assert "/gateway/console/sessionSeconds" in _refusal(values)
 
 
 def test_the_development_mongodb_is_a_single_node_replica_set_the_suite_uses() -> None:

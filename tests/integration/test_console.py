@@ -3,19 +3,25 @@ APIs' scoping, the problem actions, and the live-update signal."""
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from console.settings import SESSION_COOKIE
+from services.sla.evaluation import period_containing
+from services.sla.reports import money_text
 from tests.support.console import (
     PARTNER_A_NAMES,
     PARTNER_B_NAMES,
     PASSWORD,
     PROBLEMS,
+    SLA,
     Seeded,
     console_suite,
     raise_alarm,
@@ -225,3 +231,84 @@ def test_the_hook_takes_only_signed_deliveries(suite: Seeded) -> None:
     answer = httpx.post(f"{suite.url}/console/hook/serviceInventory/listener/serviceCreateEvent",
                         json={"eventId": "x", "eventType": "ServiceCreateEvent", "event": {}})
     assert answer.status_code == 401
+
+
+def last_quarter_month() -> str:
+    """The first month of the quarter the seed closed with a rebate for each partner's SLA."""
+    current = period_containing(datetime.now(UTC), "quarter", "UTC")
+    return period_containing(current.start - timedelta(days=1), "quarter", "UTC").start.date().isoformat()
+
+
+def api_report(suite: Seeded, sla: str, start: str) -> dict:
+    answer = suite.api.get(f"{SLA}/sla/{sla}/report", params={"period": "month", "start": start})
+    assert answer.status_code == 200, answer.text
+    report: dict = answer.json()
+    return report
+
+
+def test_operator_report_page_shows_the_slas_figures(suite: Seeded) -> None:
+    start = last_quarter_month()
+    expected = api_report(suite, suite.ids["sla-a"], start)
+    olga = login(suite, "olga")
+    form = olga.get("/console/reports").text
+    assert f'value="sla:{suite.ids["sla-a"]}"' in form and f'value="sla:{suite.ids["sla-b"]}"' in form
+    assert 'value="party"' not in form  # the operator reports per SLA
+    page = olga.get("/console/reports", params={"report": f"sla:{suite.ids['sla-a']}", "period": "month",
+                                                "start": start})
+    assert page.status_code == 200, page.text[:500]
+    assert 'class="sqm-report"' in page.text and "SLA report: sla-a" in page.text
+    total = expected["rebateTotal"]
+    assert money_text(total) != "0.00"  # the seeded quarter has a rebate
+    assert f"Rebate total: {total['unit']} {money_text(total)}" in page.text
+    [rule] = expected["ruleResult"]
+    assert f"<td>{rule['sampleCount']}</td>" in page.text
+    assert f"/console/reports/sla/{suite.ids['sla-a']}.pdf?period=month&amp;start={start}" in page.text
+
+
+def test_report_page_says_what_is_wrong_with_its_parameters(suite: Seeded) -> None:
+    olga = login(suite, "olga")
+    chosen = f"sla:{suite.ids['sla-a']}"
+    wrong_period = olga.get("/console/reports", params={"report": chosen, "period": "year", "start": "2026-10-01"})
+    # The API's own message, naming the wrong value (the API's schema refuses it).
+    assert wrong_period.status_code == 400 and 'class="error"' in wrong_period.text
+    assert "period" in wrong_period.text and "&#39;year&#39;" in wrong_period.text
+    wrong_date = olga.get("/console/reports", params={"report": chosen, "period": "day", "start": "2026-13-01"})
+    assert wrong_date.status_code == 400 and "YYYY-MM-DD" in wrong_date.text
+    not_offered = olga.get("/console/reports", params={"report": "sla:../../party"})
+    assert not_offered.status_code == 400 and "sqm-report" not in not_offered.text
+    assert olga.get("/console/reports/sla/x.exe").status_code == 404
+
+
+def test_a_partner_gets_no_report_of_the_other_partners_sla(suite: Seeded) -> None:
+    start = last_quarter_month()
+    pia = login(suite, "pia")
+    form = pia.get("/console/reports").text
+    assert 'value="party"' in form and f'value="sla:{suite.ids["sla-a"]}"' in form
+    page = pia.get("/console/reports", params={"report": f"sla:{suite.ids['sla-b']}", "period": "month",
+                                               "start": start})
+    assert page.status_code == 404 and 'class="error"' in page.text
+    assert "sqm-report" not in page.text and "Rebate total" not in page.text
+    for name in PARTNER_B_NAMES:
+        assert name not in visible_text(page.text), name
+    pdf = pia.get(f"/console/reports/sla/{suite.ids['sla-b']}.pdf", params={"period": "month", "start": start})
+    assert 400 <= pdf.status_code < 500 and not pdf.content.startswith(b"%PDF")
+    own = pia.get("/console/reports", params={"report": "party", "period": "month", "start": start})
+    assert own.status_code == 200, own.text[-600:]
+    assert "Party report: partner-a" in own.text and "SLA report: sla-a" in own.text
+    assert "sla-b" not in own.text
+
+
+def test_report_downloads_are_the_apis_files_for_the_person(suite: Seeded) -> None:
+    start = last_quarter_month()
+    sla = suite.ids["sla-a"]
+    total = money_text(api_report(suite, sla, start)["rebateTotal"])
+    olga = login(suite, "olga")
+    pdf = olga.get(f"/console/reports/sla/{sla}.pdf", params={"period": "month", "start": start})
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"] == f'attachment; filename="report-{sla}-month-{start}.pdf"'
+    assert pdf.content.startswith(b"%PDF")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert total in text
+    csv = login(suite, "pia").get("/console/reports/party.csv", params={"period": "month", "start": start})
+    assert csv.status_code == 200 and csv.headers["content-disposition"].startswith("attachment;")
+    assert "partner-a" in csv.text and "sla-b" not in csv.text
