@@ -13,7 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 import httpx
 
 # RFC 9110 §9.2.2: these may be sent again when a kept-alive connection turns out closed.
@@ -180,7 +180,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
     async def _exchange(self, request: httpx.Request, origin: Origin,
                         timeouts: dict[str, float | None]) -> httpx.Response:
         replayable = isinstance(request.stream, httpx.ByteStream)
-        body = b"".join([chunk async for chunk in request.stream]) if replayable else None
+        body = b"".join([chunk async for chunk in _async_stream(request)]) if replayable else None
         head = _head(request)
         connection = self._idle_connection(origin)
         if connection is not None:
@@ -270,7 +270,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
                     return
                 chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
                 writer.write(head)
-                async for chunk in request.stream:
+                async for chunk in _async_stream(request):
                     if chunk:
                         writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                         await writer.drain()
@@ -299,6 +299,13 @@ class StreamTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+def _async_stream(request: httpx.Request) -> httpx.AsyncByteStream:
+    stream = request.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise httpx.StreamError("the gateway sends only async request bodies")
+    return stream
 
 
 def _head(request: httpx.Request) -> bytes:
