@@ -25,9 +25,11 @@ Origin = tuple[str, str, int]
 class _Answer:
     """httptools' callbacks for one response: status, raw headers, body chunks as they come."""
 
-    __slots__ = ("chunks", "complete", "headers", "headers_done", "reason")
+    __slots__ = ("chunks", "complete", "headers", "headers_done", "keep_alive", "parser", "reason")
 
     def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.keep_alive = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.complete = False
@@ -42,6 +44,8 @@ class _Answer:
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        # Asked now: the parser forgets the answer's flags once it is complete.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -114,7 +118,7 @@ class _Body(httpx.AsyncByteStream):
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if not self._until_close and self._parser.should_keep_alive():
+        if not self._until_close and self._answer.keep_alive:
             self._transport._release(self._origin, connection)
         else:
             connection.close()
@@ -228,7 +232,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             except httpx.WriteError as exc:
                 raise _Stale() from exc
             answer = _Answer()
-            parser = httptools.HttpResponseParser(answer)
+            parser = answer.parser
             read_timeout = timeouts.get("read")
             received = False
             while not answer.headers_done:
