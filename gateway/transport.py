@@ -90,29 +90,28 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         answer = self._answer
-        while True:
-            if answer.chunks:
-                chunks, answer.chunks = answer.chunks, []
-                for chunk in chunks:
-                    yield chunk
-            if self._connection is None:
-                return
-            try:
+        try:
+            while True:
+                if answer.chunks:
+                    chunks, answer.chunks = answer.chunks, []
+                    for chunk in chunks:
+                        yield chunk
+                if self._connection is None:
+                    return
                 data = await _read(self._connection, self._read_timeout)
-                if data:
-                    _feed(self._parser, data)
-            except BaseException:
-                self._drop()
-                raise
-            if not data:
-                if not self._until_close:
+                if not data:
+                    if not self._until_close:
+                        raise httpx.RemoteProtocolError("the upstream closed the connection within its answer")
+                    answer.complete = True
                     self._drop()
-                    raise httpx.RemoteProtocolError("the upstream closed the connection in the middle of its answer")
-                answer.complete = True
-                self._drop()
-                continue
-            if answer.complete:
-                self._finish()
+                    continue
+                _feed(self._parser, data)
+                if answer.complete:
+                    self._finish()
+        finally:
+            # Left early (an error, or the caller stopped reading): the rest of the answer is
+            # still on the connection, which cannot carry another call.
+            self._drop()
 
     def _finish(self) -> None:
         connection, self._connection = self._connection, None

@@ -242,3 +242,29 @@ def _request(method: str, path: str, body: bytes = b"") -> Request:
              "headers": headers, "scheme": "http", "server": ("gateway.test", 80), "client": ("127.0.0.1", 5000),
              "root_path": "", "http_version": "1.1"}
     return Request(scope, receive)
+
+
+def test_an_answer_left_unread_closes_its_connection_and_frees_its_place() -> None:
+    async def large(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if connection == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000\r\n\r\n" + b"y" * 65536)
+            await writer.drain()
+            await asyncio.sleep(30)  # the rest never comes; the caller gives up first
+            return False
+        return await _echo_path(connection, index, head, body, writer)
+
+    async def scenario() -> None:
+        upstream = Upstream_(large)
+        transport = StreamTransport(max_connections=1)  # the next call needs the first one's place
+        async with upstream as url:
+            request = httpx.Request("GET", f"{url}/large", extensions={"timeout": TIMEOUTS})
+            response = await transport.handle_async_request(request)
+            async for chunk in response.aiter_raw():
+                assert chunk
+                break
+            await response.aclose()
+            after = await _call(transport, "GET", f"{url}/after")
+            await transport.aclose()
+        assert after.json()["connection"] == 2
+
+    asyncio.run(scenario())
