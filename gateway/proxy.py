@@ -33,7 +33,7 @@ def tmf_error(status: int, reason: str, message: str, headers: dict[str, str] | 
 
 
 # Request headers the gateway sets itself.
-# The gateway has already taken the body, so ``Expect`` is answered here, not upstream.
+# ``Expect`` is answered by the gateway's own server as it reads the body; not sent upstream.
 _REPLACED = HOP_BY_HOP | {b"expect", b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 
 
