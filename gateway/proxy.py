@@ -13,7 +13,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from services.tmf import telemetry
 from services.tmf.errors import JSON, error_bytes
+
+from .transport import StreamTransport
 
 log = structlog.get_logger("gateway.proxy")
 # RFC 9110 §7.6.1: connection-specific fields are not forwarded.
@@ -30,7 +33,8 @@ def tmf_error(status: int, reason: str, message: str, headers: dict[str, str] | 
 
 
 # Request headers the gateway sets itself.
-_REPLACED = HOP_BY_HOP | {b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+# ``Expect`` is answered by the gateway's own server as it reads the body; not sent upstream.
+_REPLACED = HOP_BY_HOP | {b"expect", b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 
 
 def _forwarded_headers(request: Request) -> list[tuple[bytes, bytes]]:
@@ -60,18 +64,22 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]], rewrite: tuple[bytes, 
 class Pool:
     """Keep-alive connections to every upstream, used at httpx's transport level: the gateway
     passes calls through, so a client's cookie jar (which would carry one partner's cookies to
-    the next), redirects and auth flows have no place here, and cost time on every call."""
+    the next), redirects and auth flows have no place here, and cost time on every call. The
+    transport is the gateway's own, with a compiled HTTP parser (see ``gateway.transport``)."""
 
     def __init__(self, connect_timeout: float, read_timeout: float, max_connections: int) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+        self.transport = StreamTransport(max_connections)
+        self._traced: httpx.AsyncBaseTransport | None = None
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout).as_dict()
 
     async def send(self, method: str, url: str, headers: list[tuple[bytes, bytes]],
                    content: bytes | AsyncIterator[bytes] | None) -> httpx.Response:
         """The upstream's answer, its body still to be read (or closed)."""
         request = httpx.Request(method, url, headers=headers, content=content, extensions={"timeout": self.timeout})
-        response = await self.transport.handle_async_request(request)
+        transport: httpx.AsyncBaseTransport = self.transport
+        if telemetry.enabled():  # telemetry: a client span, and traceparent sent upstream
+            transport = self._traced = self._traced or telemetry.traced_transport(self.transport)
+        response = await transport.handle_async_request(request)
         response.request = request
         return response
 

@@ -137,6 +137,16 @@ def enabled() -> bool:
     return _tracing is not None
 
 
+def traced_transport(transport: Any) -> Any:
+    """``transport`` (an httpx async transport) wrapped so that each call gets a client span and
+    sends ``traceparent``, for transports of our own that the httpx instrumentation (which patches
+    httpx's built-in transport) does not reach. The provider is the process's one, made once, so
+    the wrapper may be kept; it traces only while tracing is on."""
+    from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+
+    return AsyncOpenTelemetryTransport(transport, tracer_provider=_provider)
+
+
 def disable() -> None:
     """Tracing off again (tests): outgoing calls and database commands stop being traced, and
     apps built afterwards get no server span. The provider stays, for a later ``use_exporter``."""
