@@ -4,20 +4,12 @@ as ``sqm client``: ``--mongodb-uri``, or the embedded database of ``--data-dir``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
-import json
-import os
 import sys
 from typing import Any
 
-from pymongo import AsyncMongoClient
-from pymongo.errors import ConfigurationError, PyMongoError
-
-from services.clients import CommandError, _database_uri
+from services.clients import CommandError, Database, command_failed, database_options, run_on_database
 from services.tmf.auth.identity import CLIENT_ROLES
-from services.tmf.embedded import EmbeddedDatabaseError
-from services.tmf.settings import SettingsError
 
 from .store import ConsoleStore, UserExists, check_user
 
@@ -26,10 +18,7 @@ def add_parser(commands: Any) -> None:
     """Add ``user`` with its subcommands to the ``sqm`` command's subparsers."""
     user = commands.add_parser("user", help="manage the people who log in to the console at /console")
     actions = user.add_subparsers(dest="user_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default="./.sqm", help="the data dir of sqm serve (default ./.sqm)")
-    common.add_argument("--mongodb-uri", default=None,
-                        help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    common = database_options()
     add = actions.add_parser("add", parents=[common], help="add a person; the password is asked for")
     add.add_argument("name", help="the login name")
     add.add_argument("--party", required=True, help="the party the person acts for")
@@ -52,45 +41,26 @@ def _password(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out a ``sqm user`` subcommand; 0 on success, 2 with one ``sqm:`` line otherwise."""
-    try:
-        password = ""
-        if args.user_command == "add":
+    password = ""
+    if args.user_command == "add":
+        try:
             password = _password(args)
-            try:
-                check_user(args.name, args.party, args.role, password)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-        database = os.environ.get("SQM_DATABASE", "sqm")
-        with _database_uri(args) as uri:
-            output = asyncio.run(_command(args, uri, database, password))
-    except (CommandError, SettingsError, EmbeddedDatabaseError) as exc:
-        print(f"sqm: {exc}", file=sys.stderr)
-        return 2
-    if output is not None:
-        print(json.dumps(output, indent=2), flush=True)
-    return 0
+            check_user(args.name, args.party, args.role, password)
+        except (ValueError, CommandError) as exc:
+            return command_failed(exc)
+    return run_on_database(args, lambda database: _command(args, database, password))
 
 
-async def _command(args: argparse.Namespace, uri: str, database: str, password: str) -> Any:
-    try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                                         tz_aware=True)
-    except ConfigurationError as exc:
-        raise CommandError(f"the MongoDB URI is not valid: {exc}") from None
-    try:
-        store = ConsoleStore(client[database])
-        if args.user_command == "add":
-            try:
-                await store.add_user(args.name, args.party, args.role, password)
-            except (ValueError, UserExists) as exc:
-                raise CommandError(str(exc)) from None
-            return {"name": args.name, "party_id": args.party, "role": args.role}
-        if args.user_command == "list":
-            return await store.list_users()
-        if not await store.remove_user(args.name):
-            raise CommandError(f"no user named {args.name!r}; sqm user list shows them")
-        return None
-    except PyMongoError:
-        raise CommandError("cannot reach MongoDB within 5 s; check --mongodb-uri or --data-dir") from None
-    finally:
-        await client.close()
+async def _command(args: argparse.Namespace, database: Database, password: str) -> Any:
+    store = ConsoleStore(database)
+    if args.user_command == "add":
+        try:
+            await store.add_user(args.name, args.party, args.role, password)
+        except (ValueError, UserExists) as exc:
+            raise CommandError(str(exc)) from None
+        return {"name": args.name, "party_id": args.party, "role": args.role}
+    if args.user_command == "list":
+        return await store.list_users()
+    if not await store.remove_user(args.name):
+        raise CommandError(f"no user named {args.name!r}; sqm user list shows them")
+    return None

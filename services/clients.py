@@ -13,12 +13,13 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from services.tmf.auth import ROLES, SCOPES, AuthSettings, TokenIssuer
@@ -28,6 +29,7 @@ from services.tmf.errors import Conflict
 from services.tmf.settings import SettingsError
 
 SERVE_FILE = "serve.json"
+Database = AsyncDatabase[dict[str, Any]]
 
 
 class CommandError(Exception):
@@ -38,10 +40,7 @@ def add_parser(commands: Any) -> None:
     """Add ``client`` with its subcommands to the ``sqm`` command's subparsers."""
     client = commands.add_parser("client", help="manage the OAuth clients of the built-in token issuer")
     actions = client.add_subparsers(dest="client_command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default="./.sqm", help="the data dir of sqm serve (default ./.sqm)")
-    common.add_argument("--mongodb-uri", default=None,
-                        help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    common = database_options()
     add = actions.add_parser("add", parents=[common],
                              help="register a client and print its id and secret (the secret is shown only once)")
     add.add_argument("name", help="a unique name for the client")
@@ -62,19 +61,54 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = AuthSettings.from_env()
         if args.client_command == "add":
-            try:
-                check_client(args.name, args.party, args.role, args.scope)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-        database = os.environ.get("SQM_DATABASE", "sqm")
+            check_client(args.name, args.party, args.role, args.scope)
+    except ValueError as exc:
+        return command_failed(exc)
+    return run_on_database(args, lambda database: _command(args, database, settings),
+                           indent=None if args.client_command == "add" else 2)
+
+
+def database_options() -> argparse.ArgumentParser:
+    """The options of every command that works on the suite's database: where that database is."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default="./.sqm", help="the data dir of sqm serve (default ./.sqm)")
+    common.add_argument("--mongodb-uri", default=None,
+                        help="use this MongoDB instead of the embedded database (or set SQM_MONGODB_URI)")
+    return common
+
+
+def command_failed(problem: Exception) -> int:
+    """Report ``problem`` as one ``sqm:`` line; the exit code of a command that failed."""
+    print(f"sqm: {problem}", file=sys.stderr)
+    return 2
+
+
+def run_on_database(args: argparse.Namespace, command: Callable[[Database], Awaitable[Any]],
+                    indent: int | None = 2) -> int:
+    """Run ``command`` on the suite's database, located by ``args`` (``database_options``), and
+    print what it returns as JSON; 0 on success, 2 with one ``sqm:`` line otherwise."""
+    try:
         with _database_uri(args) as uri:
-            output = asyncio.run(_command(args, uri, database, settings))
+            output = asyncio.run(_on_database(uri, os.environ.get("SQM_DATABASE", "sqm"), command))
     except (CommandError, SettingsError, EmbeddedDatabaseError) as exc:
-        print(f"sqm: {exc}", file=sys.stderr)
-        return 2
+        return command_failed(exc)
     if output is not None:
-        print(json.dumps(output, indent=None if args.client_command == "add" else 2), flush=True)
+        print(json.dumps(output, indent=indent), flush=True)
     return 0
+
+
+async def _on_database(uri: str, name: str, command: Callable[[Database], Awaitable[Any]]) -> Any:
+    try:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
+                                                                         tz_aware=True)
+    except ConfigurationError as exc:
+        raise CommandError(f"the MongoDB URI is not valid: {exc}") from None
+    try:
+        return await command(client[name])
+    except PyMongoError:
+        raise CommandError("cannot reach MongoDB within 5 s; check --mongodb-uri or --data-dir") from None
+    finally:
+        await client.close()
 
 
 def running_suite_database(data_dir: Path) -> str | None:
@@ -114,31 +148,21 @@ def _database_uri(args: argparse.Namespace) -> Iterator[str]:
         yield embedded.uri
 
 
-async def _command(args: argparse.Namespace, uri: str, database: str, settings: AuthSettings) -> Any:
-    try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                                         tz_aware=True)
-    except ConfigurationError as exc:
-        raise CommandError(f"the MongoDB URI is not valid: {exc}") from None
-    try:
-        issuer = TokenIssuer(settings)
-        issuer.connect(client[database])
-        await issuer.clients.ensure_indexes()
-        if args.client_command == "add":
-            try:
-                created = await issuer.register(args.name, args.party, args.role, args.scope)
-            except (ValueError, Conflict) as exc:
-                raise CommandError(str(exc)) from None
-            return {"client_id": created.client_id, "client_secret": created.client_secret}
-        if args.client_command == "list":
-            return [_listed(c) for c in await issuer.clients.list()]
-        if not await issuer.clients.remove(args.client_id):
-            raise CommandError(f"no client with id {args.client_id!r}; sqm client list shows them")
-        return None
-    except PyMongoError:
-        raise CommandError("cannot reach MongoDB within 5 s; check --mongodb-uri or --data-dir") from None
-    finally:
-        await client.close()
+async def _command(args: argparse.Namespace, database: Database, settings: AuthSettings) -> Any:
+    issuer = TokenIssuer(settings)
+    issuer.connect(database)
+    await issuer.clients.ensure_indexes()
+    if args.client_command == "add":
+        try:
+            created = await issuer.register(args.name, args.party, args.role, args.scope)
+        except (ValueError, Conflict) as exc:
+            raise CommandError(str(exc)) from None
+        return {"client_id": created.client_id, "client_secret": created.client_secret}
+    if args.client_command == "list":
+        return [_listed(c) for c in await issuer.clients.list()]
+    if not await issuer.clients.remove(args.client_id):
+        raise CommandError(f"no client with id {args.client_id!r}; sqm client list shows them")
+    return None
 
 
 def _listed(client: dict[str, Any]) -> dict[str, Any]:
