@@ -657,6 +657,25 @@ def test_evaluation_and_close(world: World, caller: str) -> None:
     LEDGER.check(caller, "slaEvaluation (task)", "other", True)
 
 
+@pytest.mark.parametrize("caller", CALLERS)
+def test_reports_only_of_slas_and_parties_the_caller_may_see(world: World, caller: str) -> None:
+    truth = world.truth()
+    allowed = truth.allowed(caller, "sla")
+    start = day(-1).date().isoformat()
+    for sla_id in sorted(truth.items["sla"]):
+        response = world(caller).get(f"{SLA_API}/sla/{sla_id}/report?period=day&start={start}")
+        if sla_id in allowed:
+            assert must(response, 200)["sla"]["id"] == sla_id
+        else:
+            refused(response, (404,))
+    for party in CALLERS:
+        response = world(caller).get(f"{SLA_API}/report?partyId={party}&period=day&start={start}")
+        if caller == OPERATOR or party == caller:
+            assert must(response, 200)["party"]["id"] == party
+        else:
+            refused(response, (404,))
+
+
 @pytest.mark.parametrize("caller", [A, B, C])
 def test_alarms_about_others_are_refused(world: World, caller: str) -> None:
     other = OTHER_PARTNER.get(caller, A)
