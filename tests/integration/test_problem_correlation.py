@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ from services.app import create_app
 from services.tmf.embedded import free_port
 from tests.conftest import INVENTORY, make_settings
 from tests.support.auth import bearer
-from tests.support.listener import Listener
+from tests.support.listener import eventually
 from tests.support.server import serve
 
 ALARMS = "/tmf-api/alarmManagement/v4"
@@ -38,15 +38,6 @@ def suite(mongo_uri) -> Iterator[httpx.Client]:
         yield client
 
 
-def eventually(predicate: Callable[[], Any], attempts: int = 400) -> Any:
-    """Poll until ``predicate`` holds (deliveries are asynchronous); a safety bound, not a timing."""
-    pause = Listener()
-    for _ in range(attempts):
-        result = predicate()
-        if result:
-            return result
-        pause.wait_for(1, timeout=0.05)
-    return predicate()
 
 
 def service(client, name, **attributes):

@@ -22,7 +22,7 @@ from services.tmf import telemetry
 from services.tmf.embedded import free_port
 from tests.conftest import INVENTORY, make_settings
 from tests.support.auth import bearer
-from tests.support.listener import Listener
+from tests.support.listener import Listener, eventually
 from tests.support.server import serve
 
 ALARMS = "/tmf-api/alarmManagement/v4"
@@ -30,16 +30,6 @@ PROBLEMS = "/tmf-api/serviceProblemManagement/v4"
 SLA_API = "/tmf-api/slaManagement/v4"
 
 
-def eventually(predicate: Callable[[], Any], attempts: int = 600) -> Any:
-    """Poll until ``predicate`` holds (deliveries are asynchronous); a safety bound of about half
-    a minute that only tells a stall from normal operation, not a timing assertion."""
-    pause = Listener()
-    for _ in range(attempts):
-        result = predicate()
-        if result:
-            return result
-        pause.wait_for(1, timeout=0.05)
-    return predicate()
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from services.tmf.embedded import free_port
 from services.tmf.settings import Settings
 from tests.conftest import make_settings
 from tests.support.auth import bearer
-from tests.support.listener import Listener
+from tests.support.listener import eventually
 from tests.support.server import serve
 
 INVENTORY = "/tmf-api/serviceInventory/v4"
@@ -47,15 +47,6 @@ class Seeded:
     ids: dict[str, str]
 
 
-def eventually(predicate: Any, attempts: int = 600) -> Any:
-    """Poll until ``predicate`` holds (deliveries are asynchronous); a safety bound, not a timing."""
-    pause = Listener()
-    for _ in range(attempts):
-        result = predicate()
-        if result:
-            return result
-        pause.wait_for(1, timeout=0.05)
-    return predicate()
 
 
 async def _add_people(settings: Settings) -> None:

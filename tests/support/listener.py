@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,3 +90,14 @@ class Listener:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def eventually(predicate: Callable[[], Any], attempts: int = 600) -> Any:
+    """Poll until ``predicate`` holds (deliveries are asynchronous); a safety bound, not a timing."""
+    pause = Listener()
+    for _ in range(attempts):
+        result = predicate()
+        if result:
+            return result
+        pause.wait_for(1, timeout=0.05)
+    return predicate()
