@@ -3,7 +3,7 @@ delivery per hub subscription whose query it matches at that moment."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -52,7 +52,8 @@ class Outbox:
 
     async def subscriptions(self, session: AsyncClientSession) -> list[dict[str, Any]]:
         """The API's subscriptions in force as the transaction of ``session`` sees them: one read
-        of the hub version by its id, and the subscriptions read again only when that moved.
+        of the hub version by its id (once per transaction of ``in_transaction``, however many
+        resources it writes), and the subscriptions read again only when that moved.
         Every change of a subscription moves the version in its own transaction, so that a
         change committed after it (in any process) reads the new version and the new set."""
         version = await self.store.hub_version(self.api, session)
@@ -64,10 +65,11 @@ class Outbox:
         return subscriptions
 
     async def record(self, session: AsyncClientSession, *, payload_key: str, index: SchemaIndex,
-                     resource_id: str, version: int, events: list[dict[str, Any]], parties: list[str]) -> int:
+                     resource_id: str, version: int, events: list[dict[str, Any]], parties: list[str],
+                     trace: Mapping[str, str] | None = None) -> int:
         """Store the events and their deliveries; returns how many deliveries there are.
         ``parties`` may see the resource: only their subscriptions (and the operator's and the
-        suite's own) hear about it."""
+        suite's own) hear about it. ``trace``: see :meth:`EventStore.record`."""
         subscriptions = await self.subscriptions(session)
         recipients = []
         for event in events:
@@ -79,7 +81,7 @@ class Outbox:
                 if event_filter is not None and event_filter.matches(event):
                     matching.append(subscription["_id"])
             recipients.append(matching)
-        await self.store.record(self.api, resource_id, version, events, recipients, session, parties)
+        await self.store.record(self.api, resource_id, version, events, recipients, session, parties, trace)
         if payload_key in self.records:
             await self.store.keep_records(self.records[payload_key], payload_key, events, session, parties)
         return sum(len(r) for r in recipients)

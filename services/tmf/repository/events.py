@@ -71,6 +71,33 @@ _STAGED: ContextVar[list[Staged] | None] = ContextVar("staged_deliveries", defau
 _HANDED_OFF: ContextVar[bool] = ContextVar("deliveries_handed_off", default=False)
 
 
+@dataclass
+class _Attempt:
+    """One attempt of a transaction run by ``in_transaction``: the hub versions it has read (a
+    snapshot reads the same value every time, so once is enough) and the outbox documents it
+    holds back until just before the commit, so that a transaction writing many resources
+    inserts its events, deliveries and event records with one command per collection."""
+
+    session: AsyncClientSession
+    hub_versions: dict[str, tuple[str, int] | None] = field(default_factory=dict)
+    inserts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    async def write(self, database: AsyncDatabase[dict[str, Any]]) -> None:
+        held, self.inserts = self.inserts, {}
+        for collection, documents in held.items():
+            await database[collection].insert_many(documents, session=self.session)
+
+
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("transaction_attempt", default=None)
+
+
+def _attempt_of(session: AsyncClientSession | None) -> _Attempt | None:
+    """The running attempt of ``in_transaction`` that ``session`` belongs to, if any (a session
+    of a caller's own transaction writes at once, as before)."""
+    attempt = _ATTEMPT.get()
+    return attempt if attempt is not None and session is not None and attempt.session is session else None
+
+
 def take_handed_off() -> bool:
     """Whether the last transaction committed in this context handed every delivery it wrote
     to the dispatcher; asking clears it."""
@@ -87,12 +114,22 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
     The transaction reads one snapshot and commits with the client's write concern (majority,
     journaled, unless the unsafe mode is configured), so that a commit answered is a commit kept.
     Deliveries written in it go, once it has committed, straight to the dispatcher of this
-    process (see ``EventStore.hand_off_to``)."""
+    process (see ``EventStore.hand_off_to``). The events, deliveries and event records written
+    through ``session`` are inserted together when ``body`` returns, just before the commit, so
+    ``body`` cannot read them back; the hub version is read once per attempt and API."""
     staged: list[Staged] = []
 
     async def attempt(session: AsyncClientSession) -> T:
         staged.clear()  # what an aborted attempt wrote was never committed
-        return await body(session)
+        # Each attempt reads the hub version afresh and holds back only its own outbox writes.
+        current = _Attempt(session)
+        token = _ATTEMPT.set(current)
+        try:
+            result = await body(session)
+            await current.write(database)
+        finally:
+            _ATTEMPT.reset(token)
+        return result
 
     token = _STAGED.set(staged)
     try:
@@ -197,14 +234,34 @@ class EventStore:
         """Which state the hub subscriptions of ``api`` are in, as the transaction of ``session``
         sees them: None before any change, else an identity that every change of them moves (it
         also differs between databases, and after the counter was removed and made again)."""
+        attempt = _attempt_of(session)
+        if attempt is not None and api in attempt.hub_versions:
+            return attempt.hub_versions[api]
         found = await self.hub_versions.find_one({"_id": api}, session=session)
-        return None if found is None else (str(found.get("epoch")), int(found.get("version", 0)))
+        version = None if found is None else (str(found.get("epoch")), int(found.get("version", 0)))
+        if attempt is not None:
+            attempt.hub_versions[api] = version
+        return version
 
     async def hub_changed(self, api: str, session: AsyncClientSession) -> None:
         """Record, within the transaction of a change of ``api``'s hub subscriptions, that they changed."""
         await self.hub_versions.update_one(
             {"_id": api}, {"$inc": {"version": 1}, "$setOnInsert": {"epoch": uuid.uuid4().hex}},
             upsert=True, session=session)
+        attempt = _attempt_of(session)
+        if attempt is not None:
+            attempt.hub_versions.pop(api, None)
+
+    async def _insert(self, collection: str, documents: list[dict[str, Any]], session: AsyncClientSession) -> None:
+        """Insert outbox documents in the transaction of ``session``: at its commit, together with
+        the others of the same collection, when ``in_transaction`` runs it; else at once."""
+        if not documents:
+            return
+        attempt = _attempt_of(session)
+        if attempt is None:
+            await self.database[collection].insert_many(documents, session=session)
+        else:
+            attempt.inserts.setdefault(collection, []).extend(documents)
 
     async def _set_subscription_status(self, subscription_id: str, change: dict[str, Any]) -> None:
         async def update(session: AsyncClientSession) -> None:
@@ -215,15 +272,19 @@ class EventStore:
         await in_transaction(self.database, update)
 
     async def record(self, api: str, resource_id: str, version: int, events: list[dict[str, Any]],
-                     recipients: list[list[str]], session: AsyncClientSession, parties: list[str]) -> None:
-        """Store ``events`` (about one resource, in order) and a delivery per recipient."""
+                     recipients: list[list[str]], session: AsyncClientSession, parties: list[str],
+                     trace: Mapping[str, str] | None = None) -> None:
+        """Store ``events`` (about one resource, in order) and a delivery per recipient. ``trace``
+        is the change's trace context when it is not the current one (a change written by
+        another task, together with others)."""
         now = utcnow()
-        trace = telemetry.trace_fields()  # telemetry: the change's traceparent, kept with its events and deliveries
-        await self.events.insert_many([
+        # telemetry: the change's traceparent, kept with its events and deliveries
+        trace = dict(telemetry.trace_fields() if trace is None else trace)
+        await self._insert(EVENTS, [
             {"_id": e["eventId"], "api": api, "eventType": e["eventType"], "resourceId": resource_id,
              "eventTime": e["eventTime"], "seq": version * 10 + i, "parties": parties, "event": e, **trace}
             for i, e in enumerate(events)
-        ], session=session)
+        ], session)
         deliveries = [
             self._delivery(api, subscription_id, resource_id, version * 10 + i, event, now) | trace
             for i, (event, subscribers) in enumerate(zip(events, recipients, strict=True))
@@ -235,21 +296,20 @@ class EventStore:
             for delivery in deliveries:
                 delivery.update(leaseOwner=hand_off.owner, leaseUntil=now + hand_off.lease)
             staging.append(Staged(self, deliveries, {e["eventId"]: e for e in events}))
-        if deliveries:
-            await self.deliveries.insert_many(deliveries, session=session)
+        await self._insert(DELIVERIES, deliveries, session)
 
     async def keep_records(self, collection: str, payload_key: str, events: list[dict[str, Any]],
                            session: AsyncClientSession, parties: list[str]) -> None:
         """A readable record of each event, beside the resource it is about."""
         now = events[0]["eventTime"] if events else None
-        await self.database[collection].insert_many([
+        await self._insert(collection, [
             {"_id": e["eventId"], "id": e["eventId"], "eventId": e["eventId"], "eventTime": e["eventTime"],
              "eventType": e["eventType"], "recordTime": now, "notification": e,
              payload_key: {**{k: v for k, v in e["event"][payload_key].items() if k in {"id", "href", "name"}},
                            "@referredType": e["event"][payload_key].get("@type")},
              "_meta": {"version": 1, "owner": None, "parties": parties}}
             for e in events
-        ], session=session)
+        ], session)
 
     @staticmethod
     def _delivery(api: str, subscription_id: str, resource_id: str, seq: int, event: Mapping[str, Any],
