@@ -20,7 +20,9 @@ from connexion import request
 from pymongo import IndexModel
 from starlette.responses import Response
 
+from . import telemetry
 from .authentication import call_of
+from .batching import Coalescer
 from .call import Call
 from .errors import JSON, BadRequest, ConcurrentChanges, Forbidden, NotFound, PreconditionFailed
 from .events import ATTRIBUTE_CHANGE, CREATE, DELETE, STATE_CHANGE, envelope
@@ -40,6 +42,9 @@ MAX_ID_LENGTH = 1024
 PATCH_ATTEMPTS = 8
 PATCH_BACKOFF_SECONDS = 0.01
 PATCH_BACKOFF_MAX_SECONDS = 0.25
+# Creates of one resource type that arrive while the previous ones commit are committed
+# together, at most this many per transaction.
+GROUP_MAX = 100
 
 
 class KeyedLocks:
@@ -111,6 +116,17 @@ class ResourceType:
         return self.event_prefix or self.type_name
 
 
+@dataclass
+class _Create:
+    """A create ready to be written: everything judged, only the transaction left."""
+
+    document: dict[str, Any]
+    call: Call
+    meta: dict[str, Any]
+    events: list[dict[str, Any]]
+    trace: dict[str, str]  # telemetry: the request's trace context, kept with its events
+
+
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), status_code=status,
                     media_type=JSON, headers=dict(headers or {}))
@@ -145,6 +161,8 @@ class ResourceApi:
                              if create_schema in context.document.get("components", {}).get("schemas", {}) else None)
         self._write_lock = asyncio.Lock()
         self._resource_locks = KeyedLocks()
+        # Concurrent creates share a transaction (see ``_commit_creates``).
+        self._creates: Coalescer[_Create, bool] = Coalescer(self._commit_creates)
 
     @property
     def store(self) -> ResourceStore:
@@ -202,6 +220,52 @@ class ResourceApi:
         if deliveries:
             outbox.committed()
         return result
+
+    async def _commit_creates(self, creates: list[_Create]) -> list[bool]:
+        """Commit creates that arrived together: one insert of the resources, one read of the hub
+        version, one insert each of their events and deliveries, one commit. Returns, for each,
+        whether it is committed; when a write of the group failed (an id that exists, say), none
+        is, and each is tried again alone, so that one bad create fails no other. A create alone
+        is left to its own transaction."""
+        if len(creates) == 1:
+            return [False]
+        committed: list[bool] = []
+        for start in range(0, len(creates), GROUP_MAX):
+            committed += await self._commit_group(creates[start:start + GROUP_MAX])
+        return committed
+
+    async def _commit_group(self, creates: list[_Create]) -> list[bool]:
+        outbox = self.context.outbox
+        deliveries = 0
+        failed_writing = False
+
+        async def transaction(session: Any) -> None:
+            nonlocal deliveries, failed_writing
+            deliveries, failed_writing = 0, False
+            try:
+                stored = await self.store.insert_many([(c.document, c.call, c.meta) for c in creates],
+                                                      session=session)
+                if not self.resource.emits_events:
+                    return
+                for create, document in zip(creates, stored, strict=True):
+                    deliveries += await outbox.record(
+                        session, payload_key=self.resource.name, index=self.index, resource_id=document["id"],
+                        version=1, events=create.events, parties=self.store.parties(document, document[META]),
+                        trace=create.trace)
+            except Exception:
+                # A failure of the commit itself is not retried alone: the group may be stored.
+                failed_writing = True
+                raise
+
+        try:
+            await in_transaction(self.context.db, transaction)
+        except Exception:
+            if failed_writing:
+                return [False] * len(creates)
+            raise
+        if deliveries:
+            outbox.committed()
+        return [True] * len(creates)
 
     async def _guarded(self, action: Callable[[], Any]) -> Any:
         if not self.resource.serialize_writes:
@@ -302,6 +366,11 @@ class ResourceApi:
                 stored = await self.store.insert(document, call, session=session, **meta)
                 return stored, 1, created
 
+            # In its own transaction, a create joins those arriving with it; answered (and
+            # announced) only once their common transaction has committed.
+            if session is None and not self.resource.serialize_writes and await self._creates.submit(
+                    _Create(document, call, meta, created, telemetry.trace_fields())):
+                return document
             await self._commit(insert, document["id"], session)
             return document
 

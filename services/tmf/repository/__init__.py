@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, ExecutionTimeout, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, OperationFailure
 
 from ..call import OPERATOR_ROLE as _OPERATOR_ROLE
 from ..call import Call
@@ -24,6 +24,7 @@ from ..errors import Conflict, TmfError
 from ..query import values_at
 
 META = "_meta"
+DUPLICATE_KEY = 11000
 OPERATOR_ROLE = _OPERATOR_ROLE
 
 
@@ -121,16 +122,37 @@ class ResourceStore:
         models = [IndexModel([(f"{META}.parties", ASCENDING)]), *indexes]
         await self.collection.create_indexes(models)
 
+    def _new(self, document: dict[str, Any], call: Call, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """A new resource as it is stored, bookkeeping included."""
+        meta = {"version": 1, "owner": call.party_id, **meta}
+        return {**document, "_id": document["id"], META: {**meta, "parties": self.parties(document, meta)}}
+
     async def insert(self, document: dict[str, Any], call: Call, *,
                      session: AsyncClientSession | None = None, **meta: Any) -> dict[str, Any]:
         """Store a new resource; returns it as stored, bookkeeping included."""
-        meta = {"version": 1, "owner": call.party_id, **meta}
-        stored = {**document, "_id": document["id"], META: {**meta, "parties": self.parties(document, meta)}}
+        stored = self._new(document, call, meta)
         self._changed()
         try:
             await self.collection.insert_one(stored, session=session)
         except DuplicateKeyError:
             raise Conflict(f"{self.name} {document['id']} already exists") from None
+        finally:
+            self._changed()
+        return stored
+
+    async def insert_many(self, new: Sequence[tuple[dict[str, Any], Call, Mapping[str, Any]]], *,
+                          session: AsyncClientSession) -> list[dict[str, Any]]:
+        """Store new resources (each with the call that creates it and its bookkeeping) with one
+        command, in the transaction of ``session``; returns them as stored. An id that exists
+        already (or twice among them) is a :class:`Conflict`, and the transaction must abort."""
+        stored = [self._new(document, call, meta) for document, call, meta in new]
+        self._changed()
+        try:
+            await self.collection.insert_many(stored, session=session)
+        except BulkWriteError as exc:
+            if any(error.get("code") == DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise Conflict(f"one of {len(stored)} new {self.name} already exists") from None
+            raise
         finally:
             self._changed()
         return stored
