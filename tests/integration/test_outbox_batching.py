@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import AsyncMongoClient
+import httpx
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
+from services.app import create_app
 from services.problem import ALARM, ALARM_API
 from services.tmf.api import ApiContext
 from services.tmf.call import OPERATOR
 from services.tmf.delivery import Dispatcher
+from services.tmf.embedded import free_port
 from services.tmf.errors import Conflict
 from services.tmf.events import STATE_CHANGE
 from services.tmf.repository.events import EventStore, in_transaction
 from services.tmf.resource import ResourceApi
 from services.tmf.spec import load_document
 from tests.conftest import make_settings
+from tests.support.auth import bearer
+from tests.support.server import serve
 
 SUBSCRIBER = "hears-every-alarm"
 
@@ -195,3 +201,23 @@ def test_one_bad_create_in_a_group_fails_alone_and_the_others_are_stored(mongo_u
         assert await database["delivery"].count_documents({}) == len(stored)
 
     run(mongo_uri, scenario)
+
+
+def test_alarms_posted_at_once_are_each_answered_201_once_stored_with_their_event(mongo_uri: str) -> None:
+    port = free_port()
+    settings = make_settings(mongo_uri, public_url=f"http://127.0.0.1:{port}")
+    with serve(create_app(settings, apis=[ALARM_API.name]), port) as base, \
+            httpx.Client(base_url=base + ALARM_API.base_path, headers=bearer(settings), timeout=60) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda n: client.post("/alarm", json=alarm(n)), range(40)))
+        assert [a.status_code for a in answers] == [201] * 40, [a.text for a in answers if a.status_code != 201]
+        # Answered only once committed: each one is there to read at once.
+        for answer in answers:
+            assert client.get(f"/alarm/{answer.json()['id']}").json() == answer.json()
+    with MongoClient(mongo_uri) as mongo:
+        database = mongo[settings.database]
+        created = sorted(a.json()["id"] for a in answers)
+        assert sorted(d["_id"] for d in database["alarm"].find({}, {"_id": 1})) == created
+        events = list(database["event"].find({}, {"resourceId": 1, "eventType": 1}))
+        assert sorted(e["resourceId"] for e in events) == created
+        assert {e["eventType"] for e in events} == {"AlarmCreateEvent"}
