@@ -253,13 +253,14 @@ class ResourceApi:
                         version=1, events=create.events, parties=self.store.parties(document, document[META]),
                         trace=create.trace)
             except Exception:
-                # A failure of the commit itself is not retried alone: the group may be stored.
                 failed_writing = True
                 raise
 
         try:
             await in_transaction(self.context.db, transaction)
         except Exception:
+            # Only a group refused while writing is tried create by create; one that failed
+            # later (its commit) may be stored, and its creates fail as a create alone would.
             if failed_writing:
                 return [False] * len(creates)
             raise
