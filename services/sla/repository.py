@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from pymongo import ASCENDING, DeleteOne, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.tmf.batching import Coalescer
@@ -45,7 +45,7 @@ Buckets = dict[tuple[str, str, int], list[list[float]]]
 
 
 class BucketsMoved(Exception):
-    """An hour bucket took samples, or went, between the compaction's read and its write."""
+    """The compaction's removal did not find the hour buckets it had read."""
 
 
 class BucketWrites:
@@ -164,9 +164,9 @@ class MeasurementStore:
         """Merge the hour buckets of the whole UTC days in ``[since_s, before_s)`` of each
         (service, metric) in ``series`` into one bucket per day; returns how many hour buckets
         went. Each series is one transaction: the day buckets are written (or extended, for hours
-        that came late) and the hour buckets removed together, and only if no hour bucket took a
-        sample since it was read (it is read again and the series tried again, or left for the
-        next compaction). Samples keep their order: a day's hours in order, late ones after."""
+        that came late) and the hour buckets removed together, and only those read (the series is
+        tried again otherwise, or left for the next compaction). Samples keep their order: a
+        day's hours in order, late ones after."""
         first_day = -(-since_s // DAY_SECONDS) * DAY_SECONDS
         end_day = before_s // DAY_SECONDS * DAY_SECONDS
         removed = 0
@@ -182,36 +182,34 @@ class MeasurementStore:
         return removed
 
     async def _compact_series(self, service: str, metric: str, first_day: int, end_day: int) -> int:
-        hours = await self.buckets.find(
-            {"service": service, "metric": metric, "hour": {"$gte": first_day, "$lt": end_day},
-             "span": {"$exists": False}},
-            batch_size=READ_BATCH,
-        ).to_list(None)
-        if not hours:
-            return 0
-        days: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for bucket in sorted(hours, key=lambda b: b["hour"]):
-            days[bucket["hour"] // DAY_SECONDS * DAY_SECONDS].append(bucket)
-        merges = [
-            UpdateOne({"_id": f"{service}|{metric}|{day}|day"},
-                      {"$setOnInsert": {"service": service, "metric": metric, "hour": day, "span": DAY_SECONDS},
-                       "$push": {"samples": {"$each": [row for b in buckets for row in b["samples"]]}},
-                       "$inc": {"n": sum(len(b["samples"]) for b in buckets)}},
-                      upsert=True)
-            for day, buckets in days.items()
-        ]
-        # Only the hour buckets as read: one that took samples since has another count.
-        removals = [DeleteOne({"_id": b["_id"], "n": b.get("n")}) for b in hours]
+        hours_of = {"service": service, "metric": metric, "hour": {"$gte": first_day, "$lt": end_day},
+                    "span": {"$exists": False}}
 
         async def write(session: Any) -> int:
-            removed = await self.buckets.bulk_write(removals, ordered=False, session=session)
-            if removed.deleted_count != len(removals):
+            # Read and removed in one snapshot: an hour bucket that takes samples meanwhile makes
+            # the removal a write conflict (the transaction is tried again); one made meanwhile
+            # is not in the snapshot, so it is neither read nor removed, and stays for next time.
+            hours = await self.buckets.find(hours_of, batch_size=READ_BATCH, session=session).to_list(None)
+            if not hours:
+                return 0
+            days: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for bucket in sorted(hours, key=lambda b: b["hour"]):
+                days[bucket["hour"] // DAY_SECONDS * DAY_SECONDS].append(bucket)
+            # One range removal: on the embedded server a removal by _id costs several times more.
+            removed = await self.buckets.delete_many(hours_of, session=session)
+            if removed.deleted_count != len(hours):
                 raise BucketsMoved(service, metric)
-            await self.buckets.bulk_write(merges, ordered=False, session=session)
+            await self.buckets.bulk_write([
+                UpdateOne({"_id": f"{service}|{metric}|{day}|day"},
+                          {"$setOnInsert": {"service": service, "metric": metric, "hour": day, "span": DAY_SECONDS},
+                           "$push": {"samples": {"$each": [row for b in buckets for row in b["samples"]]}},
+                           "$inc": {"n": sum(len(b["samples"]) for b in buckets)}},
+                          upsert=True)
+                for day, buckets in days.items()
+            ], ordered=False, session=session)
             return removed.deleted_count
 
         return await in_transaction(self.database, write)
-
 
 def _one_of(values: list[str]) -> str | dict[str, list[str]]:
     return values[0] if len(values) == 1 else {"$in": values}

@@ -100,3 +100,41 @@ def test_nothing_is_compacted_before_a_whole_day_has_ended(mongo_uri: str) -> No
         return removed, await database[BUCKETS].count_documents({"span": {"$exists": False}})
 
     assert on_database(mongo_uri, body) == (0, 30)
+
+
+class SamplesArriveDuringCompaction:
+    """The bucket collection, with a sample written (outside the compaction's transaction) just
+    before the compaction's first removal: between its read and its write."""
+
+    def __init__(self, buckets: Any, arrive: Callable[[], Awaitable[None]]) -> None:
+        self._buckets = buckets
+        self._arrive: Callable[[], Awaitable[None]] | None = arrive
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._buckets, name)
+
+    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        if self._arrive is not None:
+            arrive, self._arrive = self._arrive, None
+            await arrive()
+        return await self._buckets.delete_many(*args, **kwargs)
+
+
+def test_a_sample_written_while_its_day_is_compacted_is_kept(mongo_uri: str) -> None:
+    async def body(database: AsyncDatabase[dict[str, Any]]) -> tuple[Any, ...]:
+        store = MeasurementStore(database)
+        await store.ensure_indexes()
+        await store.add(probes("svc", OCTOBER, 24, 3600))
+        # Into an hour bucket the compaction has read (pushed), and into one it has not (new).
+        late = [StoredSample("svc", "availability", (OCTOBER + 3 * 3600 + 60) * 1000, 0.0, 60.0),
+                StoredSample("svc", "other", (OCTOBER + 3 * 3600) * 1000, 1.0, 60.0)]
+        store.buckets = SamplesArriveDuringCompaction(store.buckets, lambda: MeasurementStore(database).add(late))
+        await store.compact([("svc", "availability"), ("svc", "other")], OCTOBER, OCTOBER + DAY)
+        found = await MeasurementStore(database).samples(["svc"], ["availability", "other"], OCTOBER, OCTOBER + DAY)
+        return found, await database[BUCKETS].count_documents({"span": {"$exists": False}})
+
+    found, hours_left = on_database(mongo_uri, body)
+    assert len(found[("svc", "availability")]) == 25
+    assert ((OCTOBER + 3 * 3600 + 60) * 1000, 0.0, 60.0) in found[("svc", "availability")]
+    assert found[("svc", "other")] == [((OCTOBER + 3 * 3600) * 1000, 1.0, 60.0)]
+    assert hours_left == 0
