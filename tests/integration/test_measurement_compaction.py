@@ -7,12 +7,29 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from starlette.testclient import TestClient
 
+from services.app import create_app
 from services.sla.repository import BUCKETS, DAY_SECONDS, MeasurementStore, StoredSample
+from tests.conftest import make_settings
+from tests.integration.test_sla_month import (
+    OCTOBER_MINUTES,
+    SLA_API,
+    Clock,
+    availability_rule,
+    send,
+    sla,
+)
+from tests.integration.test_sla_month import (
+    probes as minute_probes,
+)
+from tests.support.auth import bearer
+from tests.support.listener import Listener
 
 T = TypeVar("T")
 DAY = DAY_SECONDS
@@ -138,3 +155,36 @@ def test_a_sample_written_while_its_day_is_compacted_is_kept(mongo_uri: str) -> 
     assert ((OCTOBER + 3 * 3600 + 60) * 1000, 0.0, 60.0) in found[("svc", "availability")]
     assert found[("svc", "other")] == [((OCTOBER + 3 * 3600) * 1000, 1.0, 60.0)]
     assert hours_left == 0
+
+
+def test_the_scheduler_compacts_ended_days_and_closes_the_month_the_same(mongo_uri: str) -> None:
+    clock = Clock(datetime(2026, 10, 1, tzinfo=UTC))
+    settings = make_settings(mongo_uri, delivery_poll_seconds=0.05, sla_close_interval_seconds=0.1)
+    with TestClient(create_app(settings, clock=clock), base_url="http://testserver") as client:
+        client.headers.update(bearer(settings))
+        customer = sla(client, "Compacted", "vpn-c", "operator", "acme", 500, availability_rule(99.9))
+        clock.now = datetime(2026, 10, 31, 23, 59, tzinfo=UTC)
+        # 600 minutes down on 30 October, a day the scheduler compacts before it closes the month.
+        send(client, minute_probes("vpn-c", datetime(2026, 10, 1, tzinfo=UTC), OCTOBER_MINUTES,
+                            datetime(2026, 10, 30, 6, 0, tzinfo=UTC), 600))
+        clock.now = datetime(2026, 11, 1, 1, 30, tzinfo=UTC)
+        evaluations: list[dict[str, Any]] = []
+        for _ in range(600):  # a safety limit for a stalled scheduler, not a timing
+            evaluations = client.get(f"{SLA_API}/slaEvaluation?sla.id={customer['id']}&state=closed").json()
+            if evaluations:
+                break
+            Listener().wait_for(1, timeout=0.05)
+        [evaluation] = evaluations
+        # (44,640 - 600) / 44,640 = 98.655...% -> below 99.0: the 50 % tier of 500.00
+        assert evaluation["rebate"]["amount"] == {"unit": "EUR", "value": 250.0}
+        with MongoClient(settings.mongodb_uri) as mongo:
+            days = mongo[settings.database][BUCKETS].find({"service": "vpn-c", "span": DAY}, {"samples": 0}).to_list()
+            hours = mongo[settings.database][BUCKETS].count_documents(
+                {"service": "vpn-c", "hour": {"$gte": OCTOBER + 28 * DAY}, "span": {"$exists": False}})
+    # The scheduler looks back three days from the last that ended an hour ago: 29-31 October
+    # once the clock is past 01:00 on 1 November; 28 October too if a round at 23:59 on the 31st
+    # came after the samples of that day, which the test does not wait for.
+    assert {OCTOBER + d * DAY for d in (28, 29, 30)} <= {d["hour"] for d in days} <= {
+        OCTOBER + d * DAY for d in (27, 28, 29, 30)}
+    assert all(d["n"] == 1440 for d in days if d["hour"] >= OCTOBER + 28 * DAY)
+    assert hours == 0
