@@ -25,7 +25,8 @@ def test_a_process_serving_some_apis_claims_only_their_deliveries(mongo_uri: str
                            "subscriptionId": "sub", "eventId": "e-old", "nextAttemptAt": due - timedelta(hours=1),
                            "leaseUntil": NO_LEASE} for i, api in enumerate(["inventory", "sla"] * 5)]
             deliveries += [{"_id": f"{api}-{i}", "api": api, "state": state, "lane": f"{api}-{i}", "seq": 100 + i,
-                            "subscriptionId": "sub", "eventId": f"e-{api}", "nextAttemptAt": due, "leaseUntil": NO_LEASE}
+                            "subscriptionId": "sub", "eventId": f"e-{api}", "nextAttemptAt": due,
+                            "leaseUntil": NO_LEASE}
                            for i, (api, state) in enumerate([("inventory", "pending"), ("sla", "pending"),
                                                             ("sla", "retrying"), ("problem", "pending")])]
             await store.deliveries.insert_many(deliveries)
