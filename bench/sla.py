@@ -41,6 +41,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from bench.events import cpu_seconds, percentile, start_process  # noqa: E402
 from bench.inventory import Row, stop, wait_ready  # noqa: E402
+from services.sla import COMPACT_GRACE  # noqa: E402
 from services.sla.repository import BUCKET_SECONDS, BUCKETS, READ_BATCH, BucketWrites, MeasurementStore, StoredSample  # noqa: E402
 from services.tmf.auth.identity import DEFAULT_SCOPES, OPERATOR  # noqa: E402
 from services.tmf.auth.issuer import TokenIssuer  # noqa: E402
@@ -397,6 +398,7 @@ class Options:
     full_resolution: bool
     intake: bool
     as_shipped: bool
+    compact: bool
     seed: int
     profile: Path | None
     output: Path
@@ -598,6 +600,28 @@ async def seed_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict[st
     return Closing([r["id"] for r in run.results], [expected_result(i, probe) for i in range(slas)])
 
 
+async def compact_closing(mongo: AsyncMongoClient[dict[str, Any]], options: Options, results: Results,
+                          cpu: Cpu) -> None:
+    """What the period scheduler does once a day, done here for the whole month at once (its
+    clock being fixed after the month): merge the hour buckets of each ended day of the closing
+    SLAs into a day bucket. Up to the day that ended more than the scheduler's grace before the
+    clock, as it would have: 30 October, so that the month's last day is still read in hours."""
+    store = MeasurementStore(mongo[DATABASE])
+    since = int(OCTOBER.timestamp()) - 86_400  # the day before: a close reads it too
+    before = int(datetime.combine((NOW - COMPACT_GRACE).date(), datetime.min.time(), UTC).timestamp())
+    print(f"compacting the closing SLAs' ended days into day buckets ({options.slas} series) ...", flush=True)
+    cpu.start()
+    compacted = await run_jobs(options.slas, lambda i: store.compact([(f"close-{i}", "availability")], since, before),
+                               concurrency=1)
+    row = cpu.measured("compaction of the month's ended days into day buckets (the scheduler's daily work, all at "
+                       "once), per SLA", compacted, options.slas, "SLAs")
+    row.note = (f"{sum(r or 0 for r in compacted.results):,} hour buckets merged into day buckets, "
+                f"{(before - since) // 86_400} days per SLA; in a live month each day is compacted once, "
+                "after it ended, about 1/31 of this a day")
+    results.closing.append(row)
+    print(f"  {compacted.row.seconds:.1f} s", flush=True)
+
+
 async def measure_closing(suite: httpx.AsyncClient, mongo: AsyncMongoClient[dict[str, Any]], closing: Closing,
                           options: Options, results: Results, cpu: Cpu) -> None:
     slas, ids, expected = options.slas, closing.ids, closing.expected
@@ -769,6 +793,8 @@ async def measure(suite_url: str, uri: str, options: Options, pids: dict[str, in
             closing = await seed_closing(suite, mongo, options, results, cpu)
             if options.intake:
                 await measure_ingestion(suite, mongo, options, results, cpu)
+            if options.compact:
+                await compact_closing(mongo, options, results, cpu)
             await measure_closing(suite, mongo, closing, options, results, cpu)
             if options.full_resolution:
                 await measure_full_resolution(suite, options, results, cpu)
@@ -910,6 +936,9 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="keep the bucket index the suite makes at start-up while the closing month is "
                              "written, instead of dropping it and building it again after (slower seeding, the "
                              "same measurements)")
+    parser.add_argument("--no-compaction", dest="compact", action="store_false",
+                        help="close the month as its hour buckets were written, without the day buckets the "
+                             "period scheduler makes of ended days")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", type=Path, default=None,
                         help="run the suite under cProfile and write its statistics to this file")
@@ -923,7 +952,7 @@ def parse_args(argv: list[str] | None) -> Options:
         max_seconds=args.max_seconds if args.max_seconds is not None else defaults[2],
         slas=args.slas if args.slas is not None else defaults[3],
         probe_minutes=args.probe_minutes, full_resolution=args.full_resolution, intake=args.intake,
-        as_shipped=args.as_shipped,
+        as_shipped=args.as_shipped, compact=args.compact,
         seed=args.seed,
         profile=args.profile, output=args.output, quick=args.quick,
     )

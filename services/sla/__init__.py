@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import structlog
@@ -33,6 +33,11 @@ MAX_EVALUATION_DAYS = 400
 # Calendar arithmetic (business hours, time zones) needs a day of room on either side of a period.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+# A day's hour buckets are merged into one day bucket this long after the day ended (samples
+# arrive late by minutes; what arrives later still is read, and merged next time), looking back
+# this many days (a service that was down for a day is caught up on its restart).
+COMPACT_GRACE = timedelta(hours=1)
+COMPACT_DAYS = timedelta(days=3)
 
 # SLAs are agreed by the operator with each party, who may read them.
 SLA = ResourceType(
@@ -167,9 +172,23 @@ async def close_periods(context: ApiContext) -> None:
     """Close SLA periods as they end, for as long as the service runs."""
     # The measurement buckets are not a TMF resource, so their index is made here, first.
     await MeasurementStore(context.db).ensure_indexes()
+    compacted_before: datetime | None = None
     while True:
+        closer = Closer(context)
+        # The days ended at least COMPACT_GRACE ago are compacted, once a day, before the closes.
+        before = datetime.combine((context.clock().astimezone(UTC) - COMPACT_GRACE).date(), time(), UTC)
+        if compacted_before is None or before > compacted_before:
+            try:
+                merged = await closer.compact_measurements(before - COMPACT_DAYS, before)
+                compacted_before = before
+                if merged:
+                    log.info("measurement hours compacted into days", buckets=merged)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again; what is not compacted is read as hours
+                log.exception("compacting measurements failed")
         try:
-            closed = await Closer(context).close_due()
+            closed = await closer.close_due()
             if closed:
                 log.info("periods closed", count=closed)
         except asyncio.CancelledError:

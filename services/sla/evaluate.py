@@ -554,3 +554,12 @@ class Closer:
         if failures:
             raise failures[0]
         return sum(o for o in outcomes if isinstance(o, int))
+
+    async def compact_measurements(self, since: datetime, before: datetime) -> int:
+        """Merge the hour buckets of the whole days in ``[since, before)`` into day buckets, for
+        the services and metrics of every SLA with an evaluation period (the ones a close reads);
+        returns how many hour buckets went. See :meth:`MeasurementStore.compact`."""
+        found = await self.api("sla").store.find_internal({"evaluationPeriod": {"$exists": True}}, SYSTEM, {})
+        series = sorted({(service, rule.metric) for stored in found for rule in rules_of(public(stored))
+                         for service in covered_services(public(stored))})
+        return await self.measurements.compact(series, int(since.timestamp()), int(before.timestamp()))

@@ -388,14 +388,16 @@ class EventStore:
         first; and the earliest time from which due deliveries were passed over (those of
         saturated subscribers, those beyond ``wanted``), None when none were."""
         fields = {"lane": 1, "seq": 1, "subscriptionId": 1, "state": 1, "nextAttemptAt": 1, "api": 1}
-        ours = {"api": {"$in": list(apis)}} if apis is not None else {}
         start = self._due_from
         if start is None or time.monotonic() >= self._sweep_at or now - start > MAX_WINDOWS * DUE_WINDOW:
             self._sweep_at = time.monotonic() + SWEEP_SECONDS
+            # The APIs are checked here, not in the query: with them in it, the embedded server
+            # read every delivery ever made of those APIs (477 ms of its CPU a sweep at 20,000
+            # delivered, against 1 ms by state and time alone).
             swept = await self.deliveries.find(
-                {**ours, "state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now}},
+                {"state": {"$in": UNDELIVERED}, "nextAttemptAt": {"$lte": now}, "leaseUntil": {"$lt": now}},
                 fields, sort=[("nextAttemptAt", ASCENDING)]).to_list()
-            return _take_due(swept, wanted, saturated)
+            return _take_due([d for d in swept if apis is None or d.get("api") in apis], wanted, saturated)
         found: list[dict[str, Any]] = []
         while len(found) < wanted and start < now:
             end = min(now, start + DUE_WINDOW)
