@@ -165,7 +165,10 @@ class Correlator:
                                    context.service_auth())
         self.impact = ImpactRecords(context)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(self._correlate)
+        # The database takes one write at a time anyway: roots whose alarms wait for a turn
+        # gather them into one larger write instead of one write per alarm.
+        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(
+            self._correlate, gate=asyncio.Semaphore(settings.problem.correlation_writers))
 
     @property
     def trusted_owners(self) -> list[str | None]:
