@@ -168,7 +168,7 @@ class Correlator:
         # The database takes one write at a time anyway: roots whose alarms wait for a turn
         # gather them into one larger write instead of one write per alarm.
         self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(
-            self._correlate, gate=asyncio.Semaphore(settings.problem.correlation_writers))
+            self._correlate, writers=settings.problem.correlation_writers)
 
     @property
     def trusted_owners(self) -> list[str | None]:

@@ -15,6 +15,26 @@ R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
 
 
+class Gate:
+    """An async context manager letting at most ``limit()`` holders in at once; the limit is
+    asked again whenever someone arrives or leaves, so it may follow the load."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._held = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._held < max(1, self._limit()))
+            self._held += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        async with self._changed:
+            self._held -= 1
+            self._changed.notify_all()
+
+
 class Coalescer(Generic[T, R]):
     """``await submit(item)`` returns ``item``'s result from ``flush(items)`` (one result per
     item, in order). At most one flush runs at a time; when it fails, every caller of that
@@ -22,7 +42,7 @@ class Coalescer(Generic[T, R]):
     through, so what arrives while it waits there goes into it too."""
 
     def __init__(self, flush: Callable[[list[T]], Awaitable[Sequence[R]]],
-                 on_idle: Callable[[], None] | None = None, gate: asyncio.Semaphore | None = None) -> None:
+                 on_idle: Callable[[], None] | None = None, gate: Gate | None = None) -> None:
         self._flush = flush
         self._on_idle = on_idle
         self._gate = gate
@@ -71,13 +91,16 @@ class Coalescer(Generic[T, R]):
 
 class KeyedCoalescer(Generic[K, T, R]):
     """A :class:`Coalescer` per key: batches of one key are written one after the other, batches
-    of different keys concurrently (at most ``gate``'s value at once, when given: the keys
-    waiting meanwhile gather larger batches). Keys with nothing to do take no memory."""
+    of different keys concurrently. With ``writers``, at most ``writers`` keys' batches, or one
+    per ``keys_per_writer`` keys with work, are written at once, whichever is more: the keys
+    waiting meanwhile gather larger batches, and many keys at once still get many writers (their
+    batches could not grow by waiting as much as they would be held up). Keys with nothing to
+    do take no memory."""
 
     def __init__(self, flush: Callable[[K, list[T]], Awaitable[Sequence[R]]],
-                 gate: asyncio.Semaphore | None = None) -> None:
+                 writers: int | None = None, keys_per_writer: int = 4) -> None:
         self._flush = flush
-        self._gate = gate
+        self._gate = None if writers is None else Gate(lambda: max(writers, len(self._by_key) // keys_per_writer))
         self._by_key: dict[K, Coalescer[T, R]] = {}
 
     def __len__(self) -> int:
