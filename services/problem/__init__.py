@@ -21,8 +21,9 @@ PROBLEM = ResourceType(
     name="serviceProblem", type_name="ServiceProblem", rules=ProblemRules(), state_attribute="status",
     # Also the parties of the services it affects, named by correlation.
     visibility=Visibility(("originatorParty.id", "responsibleParty.id", "relatedParty.id")),
-    indexes=(IndexModel([("_meta.openRoot", ASCENDING)]), IndexModel([("_meta.impacted", ASCENDING)]),
-             IndexModel([("underlyingAlarm.id", ASCENDING)]), IndexModel([("affectedService.id", ASCENDING)]),
+    # What a problem impacts is kept beside it (impact.py), out of this often-updated document.
+    indexes=(IndexModel([("_meta.openRoot", ASCENDING)]), IndexModel([("underlyingAlarm.id", ASCENDING)]),
+             IndexModel([("affectedService.id", ASCENDING)]),
              IndexModel([("status", ASCENDING)])),
 )
 # A record is seen by the parties of its problem (stored with it by the outbox).

@@ -32,6 +32,7 @@ from services.tmf.repository import META, public
 from services.tmf.repository.events import in_transaction
 from services.tmf.resource import ResourceApi
 
+from .impact import ImpactRecords
 from .lifecycle import FINAL, OPEN, root_key, set_status, tracking
 from .metrics import problem_updated
 from .tasks import grouping_changes
@@ -162,8 +163,12 @@ class Correlator:
         settings = context.settings
         self.impacts = ImpactCache(settings.inventory.url, settings.problem.impact_cache_seconds,
                                    context.service_auth())
+        self.impact = ImpactRecords(context)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(self._correlate)
+        # The database takes one write at a time anyway: roots whose alarms wait for a turn
+        # gather them into one larger write instead of one write per alarm.
+        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(
+            self._correlate, writers=settings.problem.correlation_writers)
 
     @property
     def trusted_owners(self) -> list[str | None]:
@@ -213,7 +218,7 @@ class Correlator:
                           | ({element_id} if kind == "service" else set()))
         fresh = False
         async with self.lock(key):
-            appended = await self.append(key, alarms, impacted)
+            appended = await self.append(key, alarms)
             if appended is None:
                 problem = await self.open_problem(key)
                 fresh = problem is None
@@ -222,14 +227,13 @@ class Correlator:
                 if problem is None:
                     problem = await self.create_for_alarms(alarms, kind, element_id, batch[0].target, graph)
                 else:
-                    problem = await self.join(problem, alarms, key, impacted)
-                meta = problem.get(META, {})
-                active = sorted({*meta.get("activeAlarms", []), *(a["id"] for a in alarms)})
-                changed = {k: v for k, v in (("impacted", impacted), ("activeAlarms", active)) if meta.get(k) != v}
-                if changed:
-                    await self.problems.store.set_meta(problem["id"], changed)
+                    problem = await self.join(problem, alarms, key)
+                active = sorted({*problem.get(META, {}).get("activeAlarms", []), *(a["id"] for a in alarms)})
+                if problem.get(META, {}).get("activeAlarms") != active:
+                    await self.problems.store.set_meta(problem["id"], {"activeAlarms": active})
             else:
                 problem = appended
+            await self.impact.record(problem["id"], impacted)
         if fresh:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.
@@ -242,7 +246,7 @@ class Correlator:
         return await self.problems.store.find_one(
             {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners}}, SYSTEM)
 
-    async def append(self, key: str, alarms: list[dict[str, Any]], impacted: list[str]) -> dict[str, Any] | None:
+    async def append(self, key: str, alarms: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The usual case in a storm, in one write: the root's open problem lists none of
         ``alarms`` yet, and gets them appended in place, with its bookkeeping, without reading
         or rewriting its other alarms (their number grows with the storm). None when there is
@@ -256,7 +260,7 @@ class Correlator:
             {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners},
              "underlyingAlarm.id": {"$nin": ids}},
             {"$push": {"underlyingAlarm": {"$each": refs}},
-             "$set": {"lastUpdate": now_text(), f"{META}.impacted": impacted},
+             "$set": {"lastUpdate": now_text()},
              "$addToSet": {f"{META}.activeAlarms": {"$each": ids}}},
             ["lastUpdate", "underlyingAlarm"], SYSTEM, hide=["underlyingAlarm"], shown={"underlyingAlarm": refs})
 
@@ -322,13 +326,12 @@ class Correlator:
             ref["href"] = alarm["href"]
         return ref
 
-    async def join(self, problem: dict[str, Any], alarms: list[dict[str, Any]], key: str,
-                   impacted: list[str]) -> dict[str, Any]:
+    async def join(self, problem: dict[str, Any], alarms: list[dict[str, Any]], key: str) -> dict[str, Any]:
         listed = {a.get("id") for a in problem.get("underlyingAlarm") or []}
         new_alarms = [a for a in alarms if a["id"] not in listed]
         if not new_alarms:
             return problem
-        appended = await self.append(key, new_alarms, impacted)
+        appended = await self.append(key, new_alarms)
         if appended is not None:
             return appended
         # Changed meanwhile (by another process of the suite): the versioned write re-reads it.
@@ -372,9 +375,9 @@ class Correlator:
             {}) if p["id"] != problem_id]
         below = []
         if kind == "service":
-            below = [p for p in await self.problems.store.find_internal(
-                {f"{META}.impacted": element_id, f"{META}.openRoot": {"$ne": None}}, SYSTEM, {})
-                if p["id"] != problem_id]
+            below = [p for p in await self.problems.store.find_in(
+                "_id", await self.impact.problems_impacting([element_id]), SYSTEM, {},
+                {f"{META}.openRoot": {"$ne": None}}) if p["id"] != problem_id]
         for parent_id, child_id in [(problem_id, p["id"]) for p in above] + [(p["id"], problem_id) for p in below]:
             await self.link(parent_id, child_id)
 
@@ -439,7 +442,7 @@ class Correlator:
             {"status": {"$in": list(OPEN)}, "$or": [{"affectedService.id": {"$in": services}},
                                                      {"rootCauseService.id": {"$in": services}}]},
             SYSTEM, sort=[("creationDate", 1)], limit=20)
-        impacted = await self.problems.store.find_in(f"{META}.impacted", services, SYSTEM, {})
+        impacted = await self.problems.store.find_in("_id", await self.impact.problems_impacting(services), SYSTEM, {})
         pool = candidates + [public(p) for p in impacted if p.get("status") in OPEN]
         if not pool:
             return None

@@ -16,6 +16,10 @@ class ProblemSettings:
     # A problem cleared less than this long ago is reopened rather than raised anew.
     damping_seconds: int = setting(300, "SQM_PROBLEM_DAMPING_SECONDS")
     impact_cache_seconds: float = setting(30.0, "SQM_IMPACT_CACHE_SECONDS")
+    # How many root causes' problems are written at once (or one per 4 roots with alarms
+    # waiting, if more): the others' alarms wait and go into their next write together, so a
+    # storm makes fewer, larger problem writes.
+    correlation_writers: int = setting(2, "SQM_CORRELATION_WRITERS")
 
     @classmethod
     def from_env(cls) -> ProblemSettings:
@@ -24,6 +28,7 @@ class ProblemSettings:
             sla_hub_url=env_url("SQM_SLA_HUB_URL"),
             damping_seconds=env_int("SQM_PROBLEM_DAMPING_SECONDS", cls.damping_seconds, 0),
             impact_cache_seconds=env_float("SQM_IMPACT_CACHE_SECONDS", cls.impact_cache_seconds, 0.0),
+            correlation_writers=env_int("SQM_CORRELATION_WRITERS", cls.correlation_writers, 1),
         )
 
     def check(self) -> None:
@@ -31,3 +36,4 @@ class ProblemSettings:
         check_url("SQM_SLA_HUB_URL", self.sla_hub_url)
         check_minimum("SQM_PROBLEM_DAMPING_SECONDS", self.damping_seconds, 0)
         check_minimum("SQM_IMPACT_CACHE_SECONDS", self.impact_cache_seconds, 0.0)
+        check_minimum("SQM_CORRELATION_WRITERS", self.correlation_writers, 1)

@@ -410,3 +410,26 @@ def test_a_withdrawn_violation_leaves_a_problem_with_other_causes_open(suite):
     note = after["trackingRecord"][-1]["description"]
     assert violation["id"] in note and "withdrawn" in note and "other causes" in note
     assert problems(client, "category=SLA violation") == []
+
+
+def test_sla_violation_on_a_service_the_problem_impacts_but_does_not_list_joins_that_problem(suite):
+    # The access service is impacted by the link's problem (it rides the link) without being one
+    # of its affected (customer-facing) services: only the problem's impact record names it.
+    client = suite
+    vpn, access1, _ = value_chain(client)
+    alarm(client, "link-1", name="access link 1")
+    [problem] = eventually(lambda: problems(client, "category=alarm"))
+    assert [s["id"] for s in problem["affectedService"]] == [vpn["id"]]
+    created = client.post(f"{SLA_API}/sla", json={
+        "name": "access 1", "relatedEntity": [{"id": access1["id"], "role": "coveredService",
+                                               "@referredType": "Service"}],
+        "relatedParty": [{"id": "operator", "role": "SLAProvider", "@referredType": "Organization"}],
+        "rule": [{"id": "a", "metric": "availability", "operator": ".ge", "referenceValue": 99.9}],
+        "evaluationPeriod": {"kind": "day", "timeZone": "UTC"}})
+    assert created.status_code == 201, created.text
+    samples = [{"metric": "availability", "value": 0, "observedAt": f"2026-10-10T{h:02d}:00:00Z",
+                "service": {"id": access1["id"]}, "interval": 3600} for h in range(3)]
+    assert client.post(f"{SLA_API}/measurement", json=samples).json()["violationsRaised"] == 1
+    attached = eventually(lambda: [p for p in problems(client) if p.get("slaViolation")])
+    assert [p["id"] for p in attached] == [problem["id"]]
+    assert len(problems(client)) == 1
