@@ -210,11 +210,15 @@ class StreamTransport(httpx.AsyncBaseTransport):
         """One call: ``head`` (request line and header lines, up to the blank line) and then
         ``body`` in the same write, or the chunks of ``stream`` (framed as chunks when
         ``chunked``). Raises httpx's exceptions, as httpx's own transports do."""
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._places.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("every connection to the upstreams is busy") from exc
+        places = self._places
+        if places.locked():  # a timer only when the call has to wait for a place
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await places.acquire()
+            except TimeoutError as exc:
+                raise httpx.PoolTimeout("every connection to the upstreams is busy") from exc
+        else:
+            await places.acquire()
         try:
             return await self._exchange(origin, method, head, body, stream, chunked, timeouts)
         except BaseException:
@@ -304,11 +308,18 @@ class StreamTransport(httpx.AsyncBaseTransport):
     async def _write(connection: _Connection, head: bytes, body: bytes | None, stream: AsyncIterable[bytes] | None,
                      chunked: bool, seconds: float | None) -> None:
         writer = connection.writer
+        if stream is None:
+            # Head and body in one write: one segment on the wire for a small call, which the
+            # socket usually takes whole, leaving nothing to wait for (and no timer to set).
+            try:
+                writer.write(head + body if body else head)
+            except OSError as exc:
+                raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+            if not writer.transport.get_write_buffer_size():
+                return
         try:
             async with asyncio.timeout(seconds):
                 if stream is None:
-                    # Head and body in one write: one segment on the wire for a small call.
-                    writer.write(head + body if body else head)
                     await writer.drain()
                     return
                 writer.write(head)
