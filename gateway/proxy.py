@@ -4,6 +4,7 @@ timeouts, responses streamed back, and the upstream's own address in ``href``s a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,11 +164,11 @@ class Upstream:
             return await _send_error(send, tmf_error(
                 502, "Bad gateway", f"the {self.name} API cannot be reached; try again shortly", {"Retry-After": "5"}))
         try:
-            return await self._answer(scope, send, method, reply)
+            return await self._answer(receive, send, method, reply)
         finally:
             await reply.body.aclose()
 
-    async def _answer(self, scope: Scope, send: Send, method: str, reply: Reply) -> int:
+    async def _answer(self, receive: Receive, send: Send, method: str, reply: Reply) -> int:
         rewrite = self._rewrite
         headers: list[tuple[bytes, bytes]] = []
         length: bytes | None = None
@@ -211,10 +212,27 @@ class Upstream:
         if length is not None:
             headers.append((b"content-length", length))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        async for chunk in reply.body:
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+
+        async def pass_on() -> None:
+            async for chunk in reply.body:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        # A client that leaves stops the answer (its connection to the upstream is then closed),
+        # rather than leaving the gateway to read the rest for nobody.
+        passing, watching = asyncio.ensure_future(pass_on()), asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait((passing, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (passing, watching):
+                task.cancel()
+            await asyncio.gather(passing, watching, return_exceptions=True)
+        if passing.cancelled():
+            return CLIENT_GONE
+        error = passing.exception()
+        if error is not None:
+            raise error
         return status
 
     async def forward(self, request: Request) -> Response:
@@ -272,6 +290,11 @@ async def _body_stream(receive: Receive) -> AsyncIterator[bytes]:
         yield message.get("body", b"")
         if not message.get("more_body", False):
             return
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _send_error(send: Send, response: Response) -> int:

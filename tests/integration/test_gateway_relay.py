@@ -18,14 +18,19 @@ PUBLIC = "https://api.example.net"
 
 async def _relay(proxy: Upstream, method: str, path: str, query: bytes = b"",
                  headers: list[tuple[bytes, bytes]] | None = None,
-                 body: list[bytes] | None = None) -> tuple[int, dict[str, Any], list[bytes]]:
-    """Relays one call; (status relay reported, the response start message, body messages)."""
+                 body: list[bytes] | None = None, leave: asyncio.Event | None = None,
+                 ) -> tuple[int, dict[str, Any], list[bytes]]:
+    """Relays one call; (status relay reported, the response start message, body messages).
+    The client stays until the answer is sent, or until ``leave`` is set."""
     scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
              "headers": headers or [(b"host", b"api.example.net")], "scheme": "https",
              "client": ("203.0.113.7", 50000)}
     pieces = list(body or [b""])
 
     async def receive() -> dict[str, Any]:
+        if not pieces:  # the whole request was read: what comes next is the client leaving
+            await (leave or asyncio.Event()).wait()
+            return {"type": "http.disconnect"}
         chunk = pieces.pop(0)
         return {"type": "http.request", "body": chunk, "more_body": bool(pieces)}
 
@@ -36,7 +41,8 @@ async def _relay(proxy: Upstream, method: str, path: str, query: bytes = b"",
 
     status = await proxy.relay(scope, receive, send)
     assert sent[0]["type"] == "http.response.start"
-    assert not sent[-1].get("more_body", False)
+    if leave is None:
+        assert not sent[-1].get("more_body", False)
     return status, sent[0], [message["body"] for message in sent[1:]]
 
 
@@ -206,4 +212,36 @@ def test_an_unreachable_upstream_is_a_502_and_a_silent_one_a_504() -> None:
         assert _headers(gone[1])[b"retry-after"] == b"5"
         assert _headers(gone[1])[b"content-type"].startswith(b"application/json")
 
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_stops_a_streamed_answer_and_its_upstream_connection() -> None:
+    async def endless(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if connection > 1:
+            return await _echo_path(connection, index, head, body, writer)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        while True:  # an answer that would never end; only the gateway closing the connection stops it
+            writer.write(b"10000\r\n" + b"y" * 65536 + b"\r\n")
+            await writer.drain()
+            served.set()
+
+    async def scenario() -> None:
+        upstream = Upstream_(endless)
+        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=1)
+        leave = asyncio.Event()
+        async with upstream as url:
+            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+            relayed = asyncio.ensure_future(_relay(proxy, "GET", "/tmf-api/x/export", leave=leave))
+            await served.wait()
+            leave.set()
+            # Safety timeout only: a relay that ignored the client's leaving would never end.
+            status, _, chunks = await asyncio.wait_for(relayed, 60)
+            # The one connection place is free again: the next call gets through, on a new connection.
+            _, _, after = await asyncio.wait_for(_relay(proxy, "GET", "/tmf-api/x/after"), 60)
+            await pool.aclose()
+        assert status == 499
+        assert chunks and all(chunks)
+        assert json.loads(b"".join(after))["connection"] == 2
+
+    served = asyncio.Event()
     asyncio.run(scenario())
