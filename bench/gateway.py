@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         common = {**base, "SQM_DATABASE": database, "SQM_LOG_LEVEL": "WARNING", "SQM_TOKEN_LIFETIME_SECONDS": "86400"}
         try:
             for name, limit in (("gateway", "100000/second"), ("gateway-unlimited", "")):
-                env = {**common, "SQM_PUBLIC_URL": urls[name], "SQM_GATEWAY_RATE_LIMIT": limit,
+                # One public URL for both: it is the built-in issuer's name, which the token must
+                # carry to be valid at either gateway (a token refused as another issuer's would
+                # cost a signature check on every call, and name no client to audit).
+                env = {**common, "SQM_PUBLIC_URL": urls["gateway"], "SQM_GATEWAY_RATE_LIMIT": limit,
                        "SQM_GATEWAY_ANONYMOUS_RATE_LIMIT": limit,
                        "SQM_GATEWAY_UPSTREAMS": f"serviceInventory={urls['service']}"}
                 log = Path(scratch) / f"{name}.log"

@@ -149,9 +149,14 @@ class Gateway:
         if scope["type"] != "http":
             await (self.local_app or self.own)(scope, receive, send)
             return
-        request = Request(scope, receive)
         path: str = scope["path"]
-        identity = await self.identify(request.headers.get("authorization"))
+        method: str = scope["method"]
+        authorization: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        identity = await self.identify(authorization)
         # The suite's own services (calling each other, or delivering events to each other's
         # listeners through the gateway) are not limited: their pace is the partners' traffic.
         limited = identity is None or identity.role != SERVICE
@@ -159,16 +164,27 @@ class Gateway:
             if identity is not None:
                 verdict = await self.limits.hit(self.settings.rate_limit, f"client:{identity.client_id}")
             else:
-                address = request.client.host if request.client else "unknown"
+                client = scope.get("client")
+                address = client[0] if client else "unknown"
                 verdict = await self.limits.hit(self.settings.anonymous_rate_limit, f"address:{address}")
             if not verdict.allowed:
                 response = tmf_error(429, "Too many requests",
                                      f"rate limit {verdict.limit} exceeded; retry after {verdict.retry_after} s",
                                      {"Retry-After": str(verdict.retry_after)})
                 await response(scope, receive, send)
-                self._audit(identity, request, 429)
+                self._audit(identity, method, path, 429)
                 return
         status = 500
+        # A proxied call goes straight from the scope to the upstream, without Starlette's
+        # request and response objects; with tracing on, through ``forward`` and its client span.
+        upstream = self.upstream_for(path) if path.startswith("/tmf-api/") else None
+        if upstream is not None and not telemetry.enabled():
+            try:
+                status = await upstream.relay(scope, receive, send)
+            finally:
+                self._audit(identity, method, path, status)
+            return
+        request = Request(scope, receive)
 
         async def send_noting_status(message: Any) -> None:
             nonlocal status
@@ -179,7 +195,7 @@ class Gateway:
         try:
             await self._dispatch(request, scope, receive, send_noting_status)
         finally:
-            self._audit(identity, request, status)
+            self._audit(identity, method, path, status)
 
     async def _dispatch(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -199,11 +215,11 @@ class Gateway:
             return
         await self.own(scope, receive, send)
 
-    def _audit(self, identity: Identity | None, request: Request, status: int) -> None:
+    def _audit(self, identity: Identity | None, method: str, path: str, status: int) -> None:
         if identity is None or identity.role == SERVICE:
             return
         audit.info("call", client=identity.client_id, party=identity.party_id, role=identity.role,
-                   operation=f"{request.method} {request.url.path}", status=status)
+                   operation=f"{method} {path}", status=status)
 
 
 def create_gateway(settings: GatewaySettings, apis: Sequence[ApiEntry], *,

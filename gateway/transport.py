@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -66,6 +67,23 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@dataclass(slots=True)
+class Reply:
+    """An upstream's answer as it came: status, raw header pairs, and its body, still to be read
+    (or closed) through ``body``."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: _Body
+
+    @property
+    def whole(self) -> bytes | None:
+        """The whole body when it came with the head (the common case of a small answer), the
+        connection already back in the pool; None while more is to be read."""
+        return self.body.whole()
 
 
 class _Stale(Exception):
@@ -132,6 +150,12 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         self._drop()
 
+    def whole(self) -> bytes | None:
+        if self._connection is not None:
+            return None
+        chunks, self._answer.chunks = self._answer.chunks, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
 
 async def _read(connection: _Connection, seconds: float | None) -> bytes:
     try:
@@ -169,32 +193,52 @@ class StreamTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"the gateway cannot call {url.scheme!r} URLs")
         origin: Origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        stream: AsyncIterable[bytes] | None = None
+        body: bytes | None = None
+        if isinstance(request.stream, httpx.ByteStream):
+            body = b"".join([chunk async for chunk in _async_stream(request)])
+        else:
+            stream = _async_stream(request)
+        chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
+        reply = await self.exchange(origin, request.method, _head(request), body, timeouts, stream, chunked)
+        return httpx.Response(reply.status, headers=reply.headers, stream=reply.body,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason})
+
+    async def exchange(self, origin: Origin, method: str, head: bytes, body: bytes | None,
+                       timeouts: dict[str, float | None], stream: AsyncIterable[bytes] | None = None,
+                       chunked: bool = False) -> Reply:
+        """One call: ``head`` (request line and header lines, up to the blank line) and then
+        ``body`` in the same write, or the chunks of ``stream`` (framed as chunks when
+        ``chunked``). Raises httpx's exceptions, as httpx's own transports do."""
+        places = self._places
+        if places.locked():  # a timer only when the call has to wait for a place
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await places.acquire()
+            except TimeoutError as exc:
+                raise httpx.PoolTimeout("every connection to the upstreams is busy") from exc
+        else:
+            await places.acquire()
         try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._places.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("every connection to the upstreams is busy") from exc
-        try:
-            return await self._exchange(request, origin, timeouts)
+            return await self._exchange(origin, method, head, body, stream, chunked, timeouts)
         except BaseException:
             self._places.release()
             raise
 
-    async def _exchange(self, request: httpx.Request, origin: Origin,
-                        timeouts: dict[str, float | None]) -> httpx.Response:
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        body = b"".join([chunk async for chunk in _async_stream(request)]) if replayable else None
-        head = _head(request)
+    async def _exchange(self, origin: Origin, method: str, head: bytes, body: bytes | None,
+                        stream: AsyncIterable[bytes] | None, chunked: bool,
+                        timeouts: dict[str, float | None]) -> Reply:
+        replayable = stream is None
         connection = self._idle_connection(origin)
         if connection is not None:
             try:
-                return await self._send(request, origin, connection, head, body, timeouts)
+                return await self._send(method, origin, connection, head, body, stream, chunked, timeouts)
             except _Stale as exc:
-                if not (replayable and request.method in IDEMPOTENT):
+                if not (replayable and method in IDEMPOTENT):
                     raise httpx.RemoteProtocolError("the upstream closed a kept-alive connection") from exc
         connection = await self._connect(origin, timeouts.get("connect"))
         try:
-            return await self._send(request, origin, connection, head, body, timeouts)
+            return await self._send(method, origin, connection, head, body, stream, chunked, timeouts)
         except _Stale as exc:
             raise httpx.RemoteProtocolError("the upstream closed the connection without answering") from exc
 
@@ -221,13 +265,13 @@ class StreamTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
         return _Connection(reader, writer)
 
-    async def _send(self, request: httpx.Request, origin: Origin, connection: _Connection, head: bytes,
-                    body: bytes | None, timeouts: dict[str, float | None]) -> httpx.Response:
+    async def _send(self, method: str, origin: Origin, connection: _Connection, head: bytes, body: bytes | None,
+                    stream: AsyncIterable[bytes] | None, chunked: bool, timeouts: dict[str, float | None]) -> Reply:
         """Writes the request and reads the answer's head. ``_Stale`` if the connection was
         found closed before a byte of the answer came back."""
         try:
             try:
-                await self._write(request, connection, head, body, timeouts.get("write"))
+                await self._write(connection, head, body, stream, chunked, timeouts.get("write"))
             except httpx.WriteError as exc:
                 raise _Stale() from exc
             answer = _Answer()
@@ -252,28 +296,34 @@ class StreamTransport(httpx.AsyncBaseTransport):
             raise
         status: int = parser.get_status_code()
         headers = answer.headers
-        if request.method == "HEAD" or status in (204, 304):
+        if method == "HEAD" or status in (204, 304):
             answer.complete = True  # no body follows (RFC 9112 §6.3), whatever the headers say
             answer.chunks.clear()
         until_close = not answer.complete and not any(
             name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
-        stream = _Body(self, origin, connection, parser, answer, read_timeout, until_close)
-        return httpx.Response(status, headers=headers, stream=stream,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason})
+        return Reply(status, answer.reason, headers,
+                     _Body(self, origin, connection, parser, answer, read_timeout, until_close))
 
     @staticmethod
-    async def _write(request: httpx.Request, connection: _Connection, head: bytes, body: bytes | None,
-                     seconds: float | None) -> None:
+    async def _write(connection: _Connection, head: bytes, body: bytes | None, stream: AsyncIterable[bytes] | None,
+                     chunked: bool, seconds: float | None) -> None:
         writer = connection.writer
+        if stream is None:
+            # Head and body in one write: one segment on the wire for a small call, which the
+            # socket usually takes whole, leaving nothing to wait for (and no timer to set).
+            try:
+                writer.write(head + body if body else head)
+            except OSError as exc:
+                raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+            if not writer.transport.get_write_buffer_size():
+                return
         try:
             async with asyncio.timeout(seconds):
-                if body is not None:
-                    writer.write(head + body)
+                if stream is None:
                     await writer.drain()
                     return
-                chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
                 writer.write(head)
-                async for chunk in _async_stream(request):
+                async for chunk in stream:
                     if chunk:
                         writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                         await writer.drain()

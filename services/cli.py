@@ -330,7 +330,10 @@ def gateway(args: argparse.Namespace) -> int:
         async def started() -> bool:
             return True
 
-        asyncio.run(_serve(server, host, port, started, "tmf-sqm gateway"))
+        # The event loop uvicorn itself would pick (uvloop when installed): ``asyncio.run`` alone
+        # gives the pure-Python loop, whose own overhead was a good part of the hop's cost.
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(_serve(server, host, port, started, "tmf-sqm gateway"))
         return 0 if server.started else 1
     except (StartupError, SettingsError) as exc:
         print(f"sqm: {exc}", file=sys.stderr)
