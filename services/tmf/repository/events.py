@@ -81,6 +81,10 @@ class _Attempt:
     session: AsyncClientSession
     hub_versions: dict[str, tuple[str, int] | None] = field(default_factory=dict)
     inserts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Whether it recorded events, and whether it wrote deliveries that no dispatcher of this
+    # process took in hand (a poll must find those).
+    recorded: bool = False
+    left_for_poll: bool = False
 
     async def write(self, database: AsyncDatabase[dict[str, Any]]) -> None:
         held, self.inserts = self.inserts, {}
@@ -118,11 +122,13 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
     through ``session`` are inserted together when ``body`` returns, just before the commit, so
     ``body`` cannot read them back; the hub version is read once per attempt and API."""
     staged: list[Staged] = []
+    attempts: list[_Attempt] = []
 
     async def attempt(session: AsyncClientSession) -> T:
         staged.clear()  # what an aborted attempt wrote was never committed
         # Each attempt reads the hub version afresh and holds back only its own outbox writes.
         current = _Attempt(session)
+        attempts.append(current)
         token = _ATTEMPT.set(current)
         try:
             result = await body(session)
@@ -138,7 +144,11 @@ async def in_transaction(database: AsyncDatabase[dict[str, Any]],
                 attempt, read_concern=ReadConcern("snapshot"), write_concern=database.write_concern)
     finally:
         _STAGED.reset(token)
-    _HANDED_OFF.set(bool(staged) and all([s.store.committed(s) for s in staged]))
+    # A transaction that recorded events and handed every delivery it wrote (maybe none: no
+    # subscriber heard them) to the dispatcher leaves nothing for a poll to find.
+    handed = all([s.store.committed(s) for s in staged])
+    last = attempts[-1] if attempts else None
+    _HANDED_OFF.set(handed and last is not None and last.recorded and not last.left_for_poll)
     return result
 
 
@@ -290,12 +300,16 @@ class EventStore:
             for i, (event, subscribers) in enumerate(zip(events, recipients, strict=True))
             for subscription_id in subscribers
         ]
-        staging, hand_off = _STAGED.get(), self._hand_off
+        staging, hand_off, attempt = _STAGED.get(), self._hand_off, _attempt_of(session)
+        if attempt is not None:
+            attempt.recorded = True
         if deliveries and staging is not None and hand_off is not None and (
                 hand_off.apis is None or api in hand_off.apis):
             for delivery in deliveries:
                 delivery.update(leaseOwner=hand_off.owner, leaseUntil=now + hand_off.lease)
             staging.append(Staged(self, deliveries, {e["eventId"]: e for e in events}))
+        elif deliveries and attempt is not None:
+            attempt.left_for_poll = True
         await self._insert(DELIVERIES, deliveries, session)
 
     async def keep_records(self, collection: str, payload_key: str, events: list[dict[str, Any]],
