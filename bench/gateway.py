@@ -17,7 +17,7 @@ machine falls on every configuration alike. Besides latencies, it reports the CP
 servers on the way spend per request (read from /proc), which waiting on a loaded machine
 does not inflate.
 
-    python -m bench.gateway [--requests 300] [--rounds 5]
+    python -m bench.gateway [--requests 300] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _measure(client: httpx.Client, url: str, requests: int) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="requests per configuration and round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--serve-unchecked", nargs=3, metavar=("PORT", "URI", "DATABASE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_unchecked:
