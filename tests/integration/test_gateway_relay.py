@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.proxy import Pool, Upstream
-from tests.integration.test_gateway_transport import Upstream_, _answer, _echo_path
+from tests.integration.test_gateway_transport import Upstream_, _answer, _chunked_first, _echo_path
 
 PUBLIC = "https://api.example.net"
 
@@ -46,6 +48,15 @@ async def _relay(proxy: Upstream, method: str, path: str, query: bytes = b"",
     return status, sent[0], [message["body"] for message in sent[1:]]
 
 
+@asynccontextmanager
+async def _proxied(upstream: Upstream_, max_connections: int = 4) -> AsyncIterator[Upstream]:
+    """The gateway's upstream for the loopback server ``upstream``, its pool closed on the way out."""
+    pool = Pool(connect_timeout=5, read_timeout=5, max_connections=max_connections)
+    async with upstream as url:
+        yield Upstream("serviceInventory", url, PUBLIC, pool)
+        await pool.aclose()
+
+
 def _headers(start: dict[str, Any]) -> dict[bytes, bytes]:
     return dict(start["headers"])
 
@@ -53,16 +64,14 @@ def _headers(start: dict[str, Any]) -> dict[bytes, bytes]:
 def test_the_upstream_receives_the_path_query_and_forwarding_headers() -> None:
     async def scenario() -> None:
         upstream = Upstream_(_echo_path)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=4)
-        async with upstream as url:
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        async with _proxied(upstream) as proxy:
+            url = proxy.url
             status, _, body = await _relay(
                 proxy, "POST", "/tmf-api/x/service", b"fields=name&limit=2",
                 [(b"host", b"api.example.net"), (b"authorization", b"Bearer t"), (b"connection", b"keep-alive"),
                  (b"x-forwarded-for", b"198.51.100.1"), (b"accept-encoding", b"gzip"),
                  (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
                  (b"content-length", b"7")], [b"{", b'"a":1}'])
-            await pool.aclose()
         assert status == 200
         assert json.loads(b"".join(body)) == {"path": "/tmf-api/x/service?fields=name&limit=2", "connection": 1,
                                                "body": 7}
@@ -96,12 +105,9 @@ def test_hrefs_and_location_are_rewritten_to_the_public_url_with_the_new_length(
     async def scenario() -> None:
         nonlocal base
         upstream = Upstream_(created)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=4)
-        async with upstream as url:
-            base = url
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        async with _proxied(upstream) as proxy:
+            base = proxy.url
             status, start, body = await _relay(proxy, "GET", "/tmf-api/x/service/1")
-            await pool.aclose()
         assert status == start["status"] == 201
         document = b"".join(body)
         assert json.loads(document)["href"] == f"{PUBLIC}/tmf-api/x/service/1"
@@ -121,11 +127,8 @@ def test_an_upstream_that_knows_the_public_url_has_its_answer_passed_untouched()
 
     async def scenario() -> None:
         upstream = Upstream_(public)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=4)
-        async with upstream as url:
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        async with _proxied(upstream) as proxy:
             answers = [await _relay(proxy, "GET", "/tmf-api/x/service/1") for _ in range(3)]
-            await pool.aclose()
         for _, _, body in answers:
             assert b"".join(body) == b'{"href": "%b/tmf-api/x/service/1"}' % PUBLIC.encode()
         assert upstream.connections == 1  # kept alive between the calls
@@ -136,27 +139,13 @@ def test_an_upstream_that_knows_the_public_url_has_its_answer_passed_untouched()
 def test_a_large_answer_and_a_chunked_upload_are_streamed_and_the_connection_kept() -> None:
     size = 3 * 1024 * 1024
 
-    async def large(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        if index == 1:
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
-            for _ in range(size // 65536):
-                writer.write(b"10000\r\n" + b"y" * 65536 + b"\r\n")
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            return True
-        return await _echo_path(connection, index, head, body, writer)
-
     async def scenario() -> None:
-        upstream = Upstream_(large)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=4)
-        async with upstream as url:
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        upstream = Upstream_(_chunked_first(size, b"content-type: application/json\r\n"))
+        async with _proxied(upstream) as proxy:
             _, start, chunks = await _relay(proxy, "GET", "/tmf-api/x/large")
             _, _, posted = await _relay(proxy, "POST", "/tmf-api/x/upload",
                                         headers=[(b"host", b"h"), (b"transfer-encoding", b"chunked")],
                                         body=[b"z" * 65536] * 4)
-            await pool.aclose()
         assert sum(len(chunk) for chunk in chunks) == size
         assert len(chunks) > 2  # passed on in pieces as they came, not read whole first
         assert b"content-length" not in _headers(start)  # its length was never declared
@@ -178,12 +167,9 @@ def test_answers_without_a_body_keep_their_declared_length() -> None:
 
     async def scenario() -> None:
         upstream = Upstream_(bodiless)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=4)
-        async with upstream as url:
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        async with _proxied(upstream) as proxy:
             head = await _relay(proxy, "HEAD", "/tmf-api/x/service/1")
             deleted = await _relay(proxy, "DELETE", "/tmf-api/x/service/1")
-            await pool.aclose()
         assert head[0] == 200 and _headers(head[1])[b"content-length"] == b"1234" and head[2] == [b""]
         assert deleted[0] == 204 and deleted[2] == [b""]
         assert upstream.connections == 1
@@ -227,10 +213,8 @@ def test_a_client_that_leaves_stops_a_streamed_answer_and_its_upstream_connectio
 
     async def scenario() -> None:
         upstream = Upstream_(endless)
-        pool = Pool(connect_timeout=5, read_timeout=5, max_connections=1)
         leave = asyncio.Event()
-        async with upstream as url:
-            proxy = Upstream("serviceInventory", url, PUBLIC, pool)
+        async with _proxied(upstream, max_connections=1) as proxy:
             relayed = asyncio.ensure_future(_relay(proxy, "GET", "/tmf-api/x/export", leave=leave))
             await served.wait()
             leave.set()
@@ -238,7 +222,6 @@ def test_a_client_that_leaves_stops_a_streamed_answer_and_its_upstream_connectio
             status, _, chunks = await asyncio.wait_for(relayed, 60)
             # The one connection place is free again: the next call gets through, on a new connection.
             _, _, after = await asyncio.wait_for(_relay(proxy, "GET", "/tmf-api/x/after"), 60)
-            await pool.aclose()
         assert status == 499
         assert chunks and all(chunks)
         assert json.loads(b"".join(after))["connection"] == 2

@@ -84,6 +84,23 @@ async def _echo_path(connection: int, index: int, head: bytes, body: bytes, writ
     return True
 
 
+def _chunked_first(size: int, content_type: bytes = b"") -> Handler:
+    """A handler answering a connection's first request with ``size`` bytes in 64 KiB chunks
+    of undeclared total length, and echoing the path of the others."""
+    async def handler(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if index > 1:
+            return await _echo_path(connection, index, head, body, writer)
+        writer.write(b"HTTP/1.1 200 OK\r\n%btransfer-encoding: chunked\r\n\r\n" % content_type)
+        for _ in range(size // 65536):
+            writer.write(b"10000\r\n" + b"y" * 65536 + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    return handler
+
+
 async def _call(transport: StreamTransport, method: str, url: str, **options: Any) -> httpx.Response:
     request = httpx.Request(method, url, extensions={"timeout": TIMEOUTS}, **options)
     response = await transport.handle_async_request(request)
@@ -171,23 +188,12 @@ def test_an_upstream_that_does_not_answer_in_time_is_a_504() -> None:
 def test_a_large_body_is_streamed_both_ways_and_the_connection_kept() -> None:
     size = 5 * 1024 * 1024
 
-    async def large(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        if index == 1:
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            for _ in range(size // 65536):
-                writer.write(b"10000\r\n" + b"y" * 65536 + b"\r\n")
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            return True
-        return await _echo_path(connection, index, head, body, writer)
-
     async def upload() -> Any:
         for _ in range(16):
             yield b"z" * 65536
 
     async def scenario() -> None:
-        upstream = Upstream_(large)
+        upstream = Upstream_(_chunked_first(size))
         transport = StreamTransport(max_connections=4)
         async with upstream as url:
             request = httpx.Request("GET", f"{url}/large", extensions={"timeout": TIMEOUTS})
