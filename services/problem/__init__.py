@@ -14,6 +14,7 @@ from services.tmf.resource import Handler, ResourceType
 
 from .alarms import AlarmRules
 from .correlation import Correlator
+from .impact import IMPACT_COLLECTION, IMPACT_INDEXES
 from .lifecycle import ProblemRules
 from .tasks import Tasks
 
@@ -82,6 +83,7 @@ PROBLEM_API = ApiDeclaration(
     resources=(PROBLEM, EVENT_RECORD, *TASKS),
     extra_handlers=problem_handlers,
     event_records=(("serviceProblem", "serviceProblemEventRecord"),),
+    collections=((IMPACT_COLLECTION, IMPACT_INDEXES),),
     settings=("delivery", "problem", "inventory"),
     consumes=(
         Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.problem.alarm_hub_url,

@@ -10,7 +10,6 @@ services.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     from services.tmf.api import ApiContext
 
 IMPACT_COLLECTION = "serviceProblemImpact"
+# Made at start-up with the API's other collections (``ApiDeclaration.collections``).
+IMPACT_INDEXES = (IndexModel([("services", ASCENDING)]),)
 # A long ``$in`` costs the embedded database time that grows with its square: asked in chunks.
 CHUNK = 100
 # Problems whose written impact this process remembers, so that an unchanged impact is not
@@ -35,18 +36,10 @@ class ImpactRecords:
     def __init__(self, context: ApiContext) -> None:
         self.context = context
         self._written: dict[str, tuple[str, ...]] = {}
-        self._indexed: asyncio.Task[Any] | None = None
 
     @property
     def collection(self) -> AsyncCollection[dict[str, Any]]:
         return self.context.db[IMPACT_COLLECTION]
-
-    async def _ready(self) -> None:
-        # Created on first use by each process (creating an existing index is a no-op).
-        if self._indexed is None or (self._indexed.done() and self._indexed.exception() is not None):
-            self._indexed = asyncio.ensure_future(
-                self.collection.create_indexes([IndexModel([("services", ASCENDING)])]))
-        await asyncio.shield(self._indexed)
 
     async def record(self, problem_id: str, services: list[str]) -> None:
         """Set the services ``problem_id`` impacts; nothing is written when this process wrote
@@ -54,7 +47,6 @@ class ImpactRecords:
         wanted = tuple(services)
         if self._written.get(problem_id) == wanted:
             return
-        await self._ready()
         await self.collection.replace_one({"_id": problem_id}, {"_id": problem_id, "services": list(wanted)},
                                           upsert=True)
         if len(self._written) >= REMEMBERED:
@@ -66,7 +58,6 @@ class ImpactRecords:
         wanted = list(dict.fromkeys(services))
         if not wanted:
             return []
-        await self._ready()
         found: dict[str, None] = {}
         for start in range(0, len(wanted), CHUNK):
             cursor = self.collection.find({"services": {"$in": wanted[start:start + CHUNK]}}, {"_id": 1})

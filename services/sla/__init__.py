@@ -25,7 +25,7 @@ from .evaluation import METRICS, Period
 from .measurements import Intake
 from .report_documents import report_csv, report_pdf
 from .reports import Reports, parse_report_request
-from .repository import MeasurementStore
+from .repository import BUCKET_INDEXES, BUCKETS
 from .rules import SlaRules
 
 log = structlog.get_logger("sla")
@@ -170,8 +170,6 @@ def report_response(report: dict[str, Any], media_type: str, name: str) -> Respo
 
 async def close_periods(context: ApiContext) -> None:
     """Close SLA periods as they end, for as long as the service runs."""
-    # The measurement buckets are not a TMF resource, so their index is made here, first.
-    await MeasurementStore(context.db).ensure_indexes()
     compacted_before: datetime | None = None
     while True:
         closer = Closer(context)
@@ -204,6 +202,7 @@ API = ApiDeclaration(
     base_path="/tmf-api/slaManagement/v4",
     resources=(SLA, VIOLATION, EVALUATION, REBATE, STATEMENT),
     extra_handlers=sla_handlers,
+    collections=((BUCKETS, BUCKET_INDEXES),),
     tasks=(close_periods,),
     settings=("delivery", "sla", "inventory"),
 )

@@ -23,6 +23,8 @@ from services.tmf.batching import Coalescer
 from services.tmf.repository.events import in_transaction
 
 BUCKETS = "measurement_bucket"
+# Made at start-up with the API's other collections (``ApiDeclaration.collections``).
+BUCKET_INDEXES = (IndexModel([("service", ASCENDING), ("metric", ASCENDING), ("hour", ASCENDING)]),)
 BUCKET_SECONDS = 3600
 DAY_SECONDS = 86_400
 # A sample covers at most a day, so a period's samples can start this long before it.
@@ -97,9 +99,7 @@ class MeasurementStore:
         self.buckets = database[BUCKETS]
 
     async def ensure_indexes(self) -> None:
-        await self.buckets.create_indexes([
-            IndexModel([("service", ASCENDING), ("metric", ASCENDING), ("hour", ASCENDING)]),
-        ])
+        await self.buckets.create_indexes(list(BUCKET_INDEXES))
 
     async def add(self, samples: Iterable[StoredSample]) -> None:
         grouped: Buckets = defaultdict(list)

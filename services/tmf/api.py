@@ -23,7 +23,7 @@ from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException
@@ -68,6 +68,9 @@ class ApiDeclaration:
     consumes: tuple[Consumption, ...] = ()
     # payload key -> resource name of a read-only record of every event about it.
     event_records: tuple[tuple[str, str], ...] = ()
+    # Collections it keeps beside its resources, not served as TMF resources, with the indexes
+    # made for them at start-up (e.g. measurement buckets).
+    collections: tuple[tuple[str, tuple[IndexModel, ...]], ...] = ()
     # Background work for as long as the app runs (e.g. closing SLA periods).
     tasks: tuple[Callable[[ApiContext], Coroutine[Any, Any, None]], ...] = ()
     # The sections of ``Settings`` it reads beyond the shared settings (``settings.SECTIONS``):
@@ -279,6 +282,8 @@ def build_app(declarations: list[ApiDeclaration], settings: Settings,
                     await context.store(resource.name).ensure_indexes(resource.indexes)
                 if declaration.has_hub:
                     await context.store(HUB_COLLECTION).ensure_indexes(HUB_INDEXES)
+                for collection, indexes in declaration.collections:
+                    await database[collection].create_indexes(list(indexes))
             log.info("connected", database=settings.database, apis=[c.name for c in contexts])
             dispatcher.start()
             # Subscriptions are made over HTTP, possibly to this very process, which serves only

@@ -155,3 +155,15 @@ def test_a_partner_counts_only_what_it_may_see(stored: tuple[TestClient, Setting
     assert all(any(p["id"] == "partner-1" for p in s["relatedParty"]) for s in listed.json())
     operator = client.get(f"{SERVICE}?limit=3")
     assert operator.headers["x-total-count"] == "30"
+
+
+def test_collections_kept_beside_the_resources_are_indexed_at_start_up(stored: tuple[TestClient, Settings]) -> None:
+    # Read by problem correlation and SLA evaluation, never listed by a client: their indexes come
+    # from the API declarations, made when the app starts rather than on first use.
+    _, settings = stored
+    with MongoClient(settings.mongodb_uri) as mongo:
+        database = mongo[settings.database]
+        impact = [list(index["key"]) for index in database["serviceProblemImpact"].list_indexes()]
+        buckets = [list(index["key"]) for index in database["measurement_bucket"].list_indexes()]
+    assert ["services"] in impact
+    assert ["service", "metric", "hour"] in buckets
