@@ -39,6 +39,12 @@ PARTNER_B_NAMES = ("partner-b", "access-2", "link-2", "beta-vpn", "sla-b")
 PARTNER_A_NAMES = ("partner-a", "access-1", "link-1", "sla-a")
 
 
+def names_shown(text: str, names: tuple[str, ...]) -> list[str]:
+    """The names that appear in the text as whole names: an element id such as `sla-b436...` built
+    from a random identifier is not the name `sla-b`."""
+    return [name for name in names if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)]
+
+
 @dataclass
 class Seeded:
     url: str
