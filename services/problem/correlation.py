@@ -6,13 +6,15 @@ The problem service learns of alarms and violations as any partner would, from t
 of the alarm and SLA APIs, and asks the inventory through its public API. In an alarm storm
 most alarms share a few root causes, so the work is shaped per root: one impact lookup per root
 at a time (answers kept for a while and refreshed in the background, never waited for twice),
-and the alarms of one root that arrive while its problem is being written go into the next
-single write together.
+one problem write per root and batch. The alarms that arrive while a batch is being written
+go into the next one, whatever their roots: one transaction appends them to their roots'
+problems, so that a storm over many roots costs one commit per batch, not one per alarm.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import httpx
 import structlog
 
 from services.tmf import outgoing
-from services.tmf.batching import KeyedCoalescer
+from services.tmf.batching import ShardedCoalescer
 from services.tmf.call import SYSTEM
 from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
@@ -149,6 +151,13 @@ def graph_parties(graph: dict[str, Any]) -> list[str]:
                    if isinstance(p, dict) and p.get("id")})
 
 
+def impacted_services(key: str, graph: dict[str, Any]) -> list[str]:
+    """The services a problem about root ``key`` impacts: those above it, and itself if a service."""
+    kind, element_id = key.split(":", 1)
+    return sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
+                  | ({element_id} if kind == "service" else set()))
+
+
 def service_ref(node: dict[str, Any]) -> dict[str, Any]:
     ref = {"id": node["id"], "@referredType": "Service"}
     for key in ("href", "name"):
@@ -165,10 +174,10 @@ class Correlator:
                                    context.service_auth())
         self.impact = ImpactRecords(context)
         self._locks: dict[str, asyncio.Lock] = {}
-        # The database takes one write at a time anyway: roots whose alarms wait for a turn
-        # gather them into one larger write instead of one write per alarm.
-        self._roots: KeyedCoalescer[str, Raised, None] = KeyedCoalescer(
-            self._correlate, writers=settings.problem.correlation_writers)
+        # The database takes one write at a time anyway: the alarms of every root that arrive
+        # while a batch is being written go into the next batch together, in one transaction.
+        self._batches: ShardedCoalescer[str, Raised, Exception | None] = ShardedCoalescer(
+            self._correlate, shards=settings.problem.correlation_writers)
 
     @property
     def trusted_owners(self) -> list[str | None]:
@@ -205,40 +214,76 @@ class Correlator:
                      alarmedObject=element_id)
             return
         # Returns once the alarm is in its root's problem (written in a batch with the other
-        # alarms of that root that came meanwhile): only then may the delivery be answered.
-        await self._roots.submit(f"{kind}:{element_id}", Raised(alarm, target, graph))
+        # alarms that came meanwhile): only then may the delivery be answered.
+        failure = await self._batches.submit(f"{kind}:{element_id}", Raised(alarm, target, graph))
+        if failure is not None:
+            raise failure
         problem_updated(accepted_at)  # telemetry: sqm_correlation_lag_seconds
 
-    async def _correlate(self, key: str, batch: list[Raised]) -> list[None]:
-        """Put the alarms of one root cause into its one open problem, in a single write."""
-        kind, element_id = key.split(":", 1)
-        alarms = list({r.alarm["id"]: r.alarm for r in batch}.values())
-        graph = batch[-1].graph
-        impacted = sorted({n["id"] for n in graph.get("node") or [] if n.get("@referredType") == "Service"}
-                          | ({element_id} if kind == "service" else set()))
-        fresh = False
-        async with self.lock(key):
-            appended = await self.append(key, alarms)
-            if appended is None:
-                problem = await self.open_problem(key)
-                fresh = problem is None
-                if problem is None:
-                    problem = await self.reopen_recent(key)
-                if problem is None:
-                    problem = await self.create_for_alarms(alarms, kind, element_id, batch[0].target, graph)
-                else:
-                    problem = await self.join(problem, alarms, key)
-                active = sorted({*problem.get(META, {}).get("activeAlarms", []), *(a["id"] for a in alarms)})
-                if problem.get(META, {}).get("activeAlarms") != active:
-                    await self.problems.store.set_meta(problem["id"], {"activeAlarms": active})
-            else:
-                problem = appended
-            await self.impact.record(problem["id"], impacted)
-        if fresh:
+    async def _correlate(self, batch: list[tuple[str, Raised]]) -> list[Exception | None]:
+        """Put the alarms of each root cause in ``batch`` into its one open problem: every
+        problem that lists none of them yet gets them appended, all in one transaction; the
+        others (a problem to open or reopen, a redelivered alarm) are settled one root at a
+        time. Returns each item's failure, so that one root's failure fails no other."""
+        by_root: dict[str, list[Raised]] = {}
+        for key, item in batch:
+            by_root.setdefault(key, []).append(item)
+        alarms = {key: list({r.alarm["id"]: r.alarm for r in items}.values()) for key, items in by_root.items()}
+        failures: dict[str, Exception] = {}
+        opened: list[tuple[str, dict[str, Any], list[str]]] = []
+        async with contextlib.AsyncExitStack() as locks:
+            for key in sorted(by_root):  # in one order, so that two batches cannot wait on each other
+                await locks.enter_async_context(self.lock(key))
+            try:
+                appended = await self.append_all(alarms)
+            except Exception as exc:
+                log.warning("alarms not correlated", roots=len(alarms), error=f"{type(exc).__name__}: {exc}"[:300])
+                return [exc] * len(batch)
+
+
+            async def one_root(key: str, raised: list[Raised]) -> None:
+                try:
+                    problem, fresh = appended.get(key), False
+                    if problem is None:
+                        problem, fresh = await self.settle(key, alarms[key], raised)
+                    impacted = impacted_services(key, raised[-1].graph)
+                    await self.impact.record(problem["id"], impacted)
+                    if fresh:
+                        opened.append((key, problem, impacted))
+                except Exception as exc:
+                    log.warning("alarms not correlated", root=key, error=f"{type(exc).__name__}: {exc}"[:300])
+                    failures[key] = exc
+
+            # Concurrently: the problems a storm's first alarms open are created in one group.
+            await asyncio.gather(*(one_root(key, raised) for key, raised in by_root.items()))
+
+        for key, problem, impacted in opened:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.
-            await self.group_related(problem["id"], kind, element_id, impacted)
-        return [None] * len(batch)
+            kind, element_id = key.split(":", 1)
+            try:
+                await self.group_related(problem["id"], kind, element_id, impacted)
+            except Exception as exc:
+                failures[key] = exc
+        return [failures.get(key) for key, _ in batch]
+
+    async def settle(self, key: str, alarms: list[dict[str, Any]],
+                     raised: list[Raised]) -> tuple[dict[str, Any], bool]:
+        """The general path for alarms of one root whose open problem could not simply take
+        them: opens, reopens or joins the problem. Returns it, and whether it was not open."""
+        kind, element_id = key.split(":", 1)
+        problem = await self.open_problem(key)
+        fresh = problem is None
+        if problem is None:
+            problem = await self.reopen_recent(key)
+        if problem is None:
+            problem = await self.create_for_alarms(alarms, kind, element_id, raised[0].target, raised[-1].graph)
+        else:
+            problem = await self.join(problem, alarms, key)
+        active = sorted({*problem.get(META, {}).get("activeAlarms", []), *(a["id"] for a in alarms)})
+        if problem.get(META, {}).get("activeAlarms") != active:
+            await self.problems.store.set_meta(problem["id"], {"activeAlarms": active})
+        return problem, fresh
 
     async def open_problem(self, key: str) -> dict[str, Any] | None:
         # Only problems the suite or the operator opened take alarms: a problem a partner filed
@@ -246,7 +291,28 @@ class Correlator:
         return await self.problems.store.find_one(
             {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners}}, SYSTEM)
 
-    async def append(self, key: str, alarms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def append_all(self, alarms: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        """:meth:`append` for each root, in one transaction: one hub-version read, one insert of
+        the events and one commit for them all. Returns the problems appended to, by root."""
+
+        async def each(session: Any) -> dict[str, dict[str, Any]]:
+            appended = {}
+            for key, listed in alarms.items():
+                problem = await self.append(key, listed, session=session)
+                if problem is not None:
+                    appended[key] = problem
+            return appended
+
+        if len(alarms) == 1:
+            (key, listed), = alarms.items()
+            problem = await self.append(key, listed)
+            return {} if problem is None else {key: problem}
+        appended = await in_transaction(self.context.db, each)
+        if appended:
+            self.context.outbox.committed()
+        return appended
+
+    async def append(self, key: str, alarms: list[dict[str, Any]], session: Any = None) -> dict[str, Any] | None:
         """The usual case in a storm, in one write: the root's open problem lists none of
         ``alarms`` yet, and gets them appended in place, with its bookkeeping, without reading
         or rewriting its other alarms (their number grows with the storm). None when there is
@@ -262,7 +328,8 @@ class Correlator:
             {"$push": {"underlyingAlarm": {"$each": refs}},
              "$set": {"lastUpdate": now_text()},
              "$addToSet": {f"{META}.activeAlarms": {"$each": ids}}},
-            ["lastUpdate", "underlyingAlarm"], SYSTEM, hide=["underlyingAlarm"], shown={"underlyingAlarm": refs})
+            ["lastUpdate", "underlyingAlarm"], SYSTEM, hide=["underlyingAlarm"], shown={"underlyingAlarm": refs},
+            session=session)
 
     async def reopen_recent(self, key: str) -> dict[str, Any] | None:
         """A raise soon after the clear that resolved a problem reopens that problem."""

@@ -16,9 +16,9 @@ class ProblemSettings:
     # A problem cleared less than this long ago is reopened rather than raised anew.
     damping_seconds: int = setting(300, "SQM_PROBLEM_DAMPING_SECONDS")
     impact_cache_seconds: float = setting(30.0, "SQM_IMPACT_CACHE_SECONDS")
-    # How many root causes' problems are written at once (or one per 4 roots with alarms
-    # waiting, if more): the others' alarms wait and go into their next write together, so a
-    # storm makes fewer, larger problem writes.
+    # How many correlation transactions run at once, each for its share of the roots: the
+    # alarms arriving meanwhile wait and go into their share's next transaction together, so a
+    # storm makes few, large problem writes.
     correlation_writers: int = setting(2, "SQM_CORRELATION_WRITERS")
 
     @classmethod

@@ -484,8 +484,8 @@ class ResourceApi:
         return result
 
     async def update_in_place(self, query: Mapping[str, Any], update: Mapping[str, Any], changed: list[str],
-                              call: Call, *, hide: Sequence[str] = (),
-                              shown: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                              call: Call, *, hide: Sequence[str] = (), shown: Mapping[str, Any] | None = None,
+                              session: Any = None) -> dict[str, Any] | None:
         """Apply ``update``, a MongoDB update the server built (never operators a client chose), to
         the one resource ``query`` selects, as one new version announced by an
         AttributeValueChangeEvent (``changed`` is its fieldPath) in the same transaction, without
@@ -495,7 +495,8 @@ class ResourceApi:
         ``hide`` are attributes left out of the document read back, and so of the event, where
         ``shown`` gives what the event carries for them instead (e.g. only the items appended).
         Returns the stored document without the hidden attributes, or None when ``query``
-        selects nothing the caller may change."""
+        selects nothing the caller may change. With ``session``, the write joins that
+        transaction, whose committer then tells the outbox (``outbox.committed()``)."""
         forbidden = {self.resource.state_attribute, "id", "href",
                      *(path.split(".")[0] for path in self.resource.visibility.party_paths)}
         touched = {path.split(".")[0] for operation in update.values() for path in operation} | set(hide)
@@ -510,7 +511,7 @@ class ResourceApi:
             presented = self.present({**stored, **(shown or {})})
             return stored, stored[META]["version"], [self.event(ATTRIBUTE_CHANGE, presented, changed)]
 
-        written: dict[str, Any] | None = await self._commit(write, None)
+        written: dict[str, Any] | None = await self._commit(write, None, session)
         return written
 
     def _replacement(self, after: dict[str, Any], meta: dict[str, Any], changed: list[str],

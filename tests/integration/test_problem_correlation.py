@@ -160,15 +160,17 @@ async def post_concurrently(client: httpx.Client, bodies: list[dict[str, Any]], 
     return answers
 
 
-def test_concurrent_alarms_on_a_few_roots_each_join_their_roots_one_problem_once(suite):
+def test_concurrent_alarms_on_several_roots_each_join_their_roots_one_problem_once(suite):
+    # Alarms of several roots arriving together are appended to their problems in one
+    # transaction: each problem must still get exactly its own alarms and a change event for them.
     client = suite
-    links = [f"burst-link-{i}" for i in range(3)]
+    links = [f"burst-link-{i}" for i in range(6)]
     for i, link in enumerate(links):
         service(client, f"burst-access-{i}", supportingResource=[{"id": link}])
     bodies = [{"alarmType": "communicationsAlarm", "perceivedSeverity": "major" if n % 2 else "critical",
-               "probableCause": "lossOfSignal", "alarmedObject": {"id": links[n % 3], "@referredType": "Resource"},
+               "probableCause": "lossOfSignal", "alarmedObject": {"id": links[n % 6], "@referredType": "Resource"},
                "sourceSystemId": "nms-1", "state": "raised", "alarmRaisedTime": "2026-10-10T10:00:00Z"}
-              for n in range(240)]
+              for n in range(300)]
     answers = asyncio.run(post_concurrently(client, bodies, clients=16))
     assert [a.status_code for a in answers] == [201] * len(bodies), [a.text for a in answers if a.status_code != 201]
     root_of = {a.json()["id"]: a.json()["alarmedObject"]["id"] for a in answers}

@@ -1,68 +1,42 @@
-"""Coalescing calls into batches, per key, with and without a gate on concurrent batches."""
+"""Coalescing calls into batches: alone, and sharded by key."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.tmf.batching import KeyedCoalescer
+from services.tmf.batching import Coalescer, ShardedCoalescer
 
 
-def run_keys(writers: int | None) -> tuple[list[tuple[str, list[int]]], int]:
-    """Key "a" gets one item, then, while its batch is being written, "b" gets three items
-    one after the other. Returns the batches written, in order, and the most written at once."""
-    written: list[tuple[str, list[int]]] = []
-    running = 0
-    most = 0
+def test_what_arrives_while_a_batch_is_written_goes_into_the_next_batch_together() -> None:
+    written: list[list[int]] = []
 
-    async def flush(key: str, items: list[int]) -> list[int]:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
+    async def flush(items: list[int]) -> list[int]:
         await asyncio.sleep(0.05)
-        written.append((key, items))
-        running -= 1
+        written.append(items)
         return [item * 10 for item in items]
 
     async def scenario() -> list[int]:
-        batches: KeyedCoalescer[str, int, int] = KeyedCoalescer(flush, writers=writers)
-        first = asyncio.create_task(batches.submit("a", 1))
+        batches: Coalescer[int, int] = Coalescer(flush)
+        first = asyncio.create_task(batches.submit(1))
         await asyncio.sleep(0.01)
-        later = []
-        for item in (2, 3, 4):
-            later.append(asyncio.create_task(batches.submit("b", item)))
-            await asyncio.sleep(0)
+        later = [asyncio.create_task(batches.submit(item)) for item in (2, 3, 4)]
         return await asyncio.gather(first, *later)
 
-    results = asyncio.run(scenario())
-    assert results == [10, 20, 30, 40]
-    return written, most
+    assert asyncio.run(scenario()) == [10, 20, 30, 40]
+    assert written == [[1], [2, 3, 4]]
 
 
-def test_without_a_gate_keys_are_written_concurrently_and_each_key_batches_what_waits() -> None:
-    written, most = run_keys(None)
-    assert most == 2
-    # "b"'s first item started a batch of its own at once; the two after it waited for it.
-    assert sorted(written) == [("a", [1]), ("b", [2]), ("b", [3, 4])]
-
-
-def test_a_gate_of_one_writes_one_batch_at_a_time_and_what_waits_for_it_goes_in_one_batch() -> None:
-    written, most = run_keys(1)
-    assert most == 1
-    # "b" waited for the gate while "a" was written: its three items went into one batch.
-    assert written == [("a", [1]), ("b", [2, 3, 4])]
-
-
-def test_a_failed_batch_fails_its_callers_and_releases_the_gate() -> None:
-    async def flush(key: str, items: list[int]) -> list[int]:
-        if key == "bad":
+def test_a_failed_batch_fails_its_callers_and_the_next_batch_is_still_written() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        if 0 in items:
             raise ValueError("refused")
         return items
 
     async def scenario() -> tuple[BaseException | int, int]:
-        batches: KeyedCoalescer[str, int, int] = KeyedCoalescer(flush, writers=1)
-        failed = await asyncio.gather(batches.submit("bad", 1), return_exceptions=True)
-        # A gate left taken would block this forever; the timeout only tells a stall apart.
-        good = await asyncio.wait_for(batches.submit("good", 2), timeout=10)
+        batches: Coalescer[int, int] = Coalescer(flush)
+        failed = await asyncio.gather(batches.submit(0), return_exceptions=True)
+        # A coalescer left stuck would block this forever; the timeout only tells a stall apart.
+        good = await asyncio.wait_for(batches.submit(2), timeout=10)
         return failed[0], good
 
     failed, good = asyncio.run(scenario())
@@ -70,22 +44,47 @@ def test_a_failed_batch_fails_its_callers_and_releases_the_gate() -> None:
     assert good == 2
 
 
-def test_many_keys_with_work_get_one_writer_per_keys_per_writer() -> None:
+def run_shards(shards: int, keys: int) -> tuple[list[list[tuple[str, int]]], int]:
+    """Every key gets one item, then, while those are written, a second one. Returns the
+    batches written and the most written at once."""
+    written: list[list[tuple[str, int]]] = []
     running = 0
     most = 0
 
-    async def flush(key: str, items: list[int]) -> list[int]:
+    async def flush(items: list[tuple[str, int]]) -> list[int]:
         nonlocal running, most
         running += 1
         most = max(most, running)
         await asyncio.sleep(0.05)
+        written.append(items)
         running -= 1
-        return items
+        return [item for _, item in items]
 
     async def scenario() -> list[int]:
-        batches: KeyedCoalescer[str, int, int] = KeyedCoalescer(flush, writers=1, keys_per_writer=3)
-        return await asyncio.gather(*(batches.submit(f"key-{n}", n) for n in range(9)))
+        batches: ShardedCoalescer[str, int, int] = ShardedCoalescer(flush, shards=shards)
+        first = [asyncio.create_task(batches.submit(f"key-{n}", n)) for n in range(keys)]
+        await asyncio.sleep(0.01)
+        second = [asyncio.create_task(batches.submit(f"key-{n}", 100 + n)) for n in range(keys)]
+        return await asyncio.gather(*first, *second)
 
-    assert asyncio.run(scenario()) == list(range(9))
-    # Nine keys with work, one writer per three of them: three at once, never more.
-    assert most == 3
+    assert asyncio.run(scenario()) == [*range(keys), *(100 + n for n in range(keys))]
+    return written, most
+
+
+def test_one_shard_writes_the_items_of_every_key_that_waited_in_one_batch() -> None:
+    written, most = run_shards(shards=1, keys=5)
+    assert most == 1
+    # The first items all arrived before the first batch was taken; the second items, while it
+    # was written, so they all went into the next batch.
+    assert written == [[(f"key-{n}", n) for n in range(5)], [(f"key-{n}", 100 + n) for n in range(5)]]
+
+
+def test_shards_write_concurrently_and_a_key_stays_in_order_in_one_shard() -> None:
+    written, most = run_shards(shards=3, keys=30)
+    assert 1 < most <= 3
+    assert sum(len(batch) for batch in written) == 60
+    # A key's items are all written by one shard, the first before the second.
+    for n in range(30):
+        holding = [i for i, batch in enumerate(written) for key, _ in batch if key == f"key-{n}"]
+        order = [item for batch in written for key, item in batch if key == f"key-{n}"]
+        assert len(holding) == 2 and order == [n, 100 + n]
