@@ -16,6 +16,7 @@ from .alarms import AlarmRules
 from .correlation import Correlator
 from .impact import IMPACT_COLLECTION, IMPACT_INDEXES
 from .lifecycle import ProblemRules
+from .pending import PENDING_COLLECTION, PENDING_INDEXES
 from .tasks import Tasks
 
 PROBLEM = ResourceType(
@@ -58,6 +59,10 @@ async def take_alarm(context: ApiContext, event: dict[str, Any]) -> None:
     await correlator(context).on_alarm(context, event)
 
 
+async def fold_pending_alarms(context: ApiContext) -> None:
+    await correlator(context).keep_folding()
+
+
 async def take_violation(context: ApiContext, event: dict[str, Any]) -> None:
     await correlator(context).on_sla_violation(context, event)
 
@@ -83,7 +88,8 @@ PROBLEM_API = ApiDeclaration(
     resources=(PROBLEM, EVENT_RECORD, *TASKS),
     extra_handlers=problem_handlers,
     event_records=(("serviceProblem", "serviceProblemEventRecord"),),
-    collections=((IMPACT_COLLECTION, IMPACT_INDEXES),),
+    collections=((IMPACT_COLLECTION, IMPACT_INDEXES), (PENDING_COLLECTION, PENDING_INDEXES)),
+    tasks=(fold_pending_alarms,),
     settings=("delivery", "problem", "inventory"),
     consumes=(
         Consumption(("AlarmCreateEvent", "AlarmStateChangeEvent"), hub=lambda s: s.problem.alarm_hub_url,

@@ -6,9 +6,9 @@ The problem service learns of alarms and violations as any partner would, from t
 of the alarm and SLA APIs, and asks the inventory through its public API. In an alarm storm
 most alarms share a few root causes, so the work is shaped per root: one impact lookup per root
 at a time (answers kept for a while and refreshed in the background, never waited for twice),
-one problem write per root and batch. The alarms that arrive while a batch is being written
-go into the next one, whatever their roots: one transaction appends them to their roots'
-problems, so that a storm over many roots costs one commit per batch, not one per alarm.
+and a delivered alarm kept as pending (pending.py) until a pass folds the pending alarms of
+every root into their problems: one transaction appends each root's in one write, so that a
+storm over many roots costs one problem write per root and pass, and one commit per pass.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -25,8 +25,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from services.tmf import outgoing
-from services.tmf.batching import ShardedCoalescer
+from services.tmf import outgoing, telemetry
 from services.tmf.call import SYSTEM
 from services.tmf.events import INFORMATION_REQUIRED, now_text
 from services.tmf.query import normalize_date_time
@@ -37,6 +36,7 @@ from services.tmf.resource import ResourceApi
 from .impact import ImpactRecords
 from .lifecycle import FINAL, OPEN, root_key, set_status, tracking
 from .metrics import problem_updated
+from .pending import PendingAlarms
 from .tasks import grouping_changes
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ log = structlog.get_logger("problem.correlation")
 SERIOUS = {"critical", "major"}
 PRIORITY = {"critical": 1, "major": 2}
 SUPPLIER = "supplier"
+# A pass folding pending alarms into problems is followed by a pause this many times as long.
+FOLD_PAUSE = 2.0
+SWEEP_SECONDS = 30.0
 VIOLATION_STATE_CHANGE = "SLAViolationStateChangeEvent"
 
 
@@ -127,6 +130,8 @@ class Raised:
     alarm: dict[str, Any]
     target: dict[str, Any]
     graph: dict[str, Any]
+    accepted_at: str | None = None  # telemetry: when the alarm hub took it
+    trace: dict[str, str] = field(default_factory=dict)  # telemetry: the delivery's trace
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -174,10 +179,9 @@ class Correlator:
                                    context.service_auth())
         self.impact = ImpactRecords(context)
         self._locks: dict[str, asyncio.Lock] = {}
-        # The database takes one write at a time anyway: the alarms of every root that arrive
-        # while a batch is being written go into the next batch together, in one transaction.
-        self._batches: ShardedCoalescer[str, Raised, Exception | None] = ShardedCoalescer(
-            self._correlate, shards=settings.problem.correlation_writers)
+        self.pending = PendingAlarms(context)
+        self._folding = asyncio.Lock()
+        self._kept = asyncio.Event()
 
     @property
     def trusted_owners(self) -> list[str | None]:
@@ -207,52 +211,102 @@ class Correlator:
         found = element(alarm)
         if found is None or not self.context.settings.inventory.url:
             return
-        kind, element_id, target = found
+        kind, element_id, _ = found
         graph = await self.impacts.impact(kind, element_id)
         if graph is None:
             log.info("alarm not correlated: its object is not in the inventory", alarm=alarm["id"],
                      alarmedObject=element_id)
             return
-        # Returns once the alarm is in its root's problem (written in a batch with the other
-        # alarms that came meanwhile): only then may the delivery be answered.
-        failure = await self._batches.submit(f"{kind}:{element_id}", Raised(alarm, target, graph))
-        if failure is not None:
-            raise failure
-        problem_updated(accepted_at)  # telemetry: sqm_correlation_lag_seconds
+        # The delivery is answered once the alarm is kept; the next pass puts it in its problem.
+        await self.pending.keep(f"{kind}:{element_id}", alarm, accepted_at)
+        self._kept.set()
 
-    async def _correlate(self, batch: list[tuple[str, Raised]]) -> list[Exception | None]:
-        """Put the alarms of each root cause in ``batch`` into its one open problem: every
-        problem that lists none of them yet gets them appended, all in one transaction; the
-        others (a problem to open or reopen, a redelivered alarm) are settled one root at a
-        time. Returns each item's failure, so that one root's failure fails no other."""
+    async def keep_folding(self) -> None:
+        """Fold pending alarms into problems for as long as the app runs: a pass whenever alarms
+        were kept, then a pause of ``FOLD_PAUSE`` times as long as that pass took. Under a
+        trickle a pass takes milliseconds and an alarm is in its problem at once; in a storm
+        the alarms arriving during a pass and its pause are many per root, and each root's go
+        into one write, while the passes take at most a third of the database's time. Every
+        ``SWEEP_SECONDS`` a pass also takes what a stopped process left pending."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kept.wait(), SWEEP_SECONDS)
+            self._kept.clear()
+            started = time.monotonic()
+            try:
+                # Its own reads start no trace; what it does for an alarm continues the alarm's.
+                with telemetry.untraced():
+                    folded = await self.fold()
+            except Exception as exc:
+                log.warning("pending alarms not folded", error=f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(1.0)
+                continue
+            if folded:
+                self._kept.set()  # what arrived meanwhile, or what this pass could not take
+                await asyncio.sleep((time.monotonic() - started) * FOLD_PAUSE)
+
+    async def fold(self) -> int:
+        """One pass: the pending alarms into their roots' problems. Returns how many it took."""
+        async with self._folding:
+            entries = await self.pending.oldest()
+            if not entries:
+                return 0
+            roots = sorted({str(e["root"]) for e in entries})
+            graphs = dict(zip(roots, await asyncio.gather(*(self._graph(root) for root in roots),
+                                                          return_exceptions=True), strict=True))
+            batch: list[tuple[str, Raised]] = []
+            gone: list[str] = []
+            for entry in entries:
+                graph, found = graphs[entry["root"]], element(entry["alarm"])
+                if isinstance(graph, BaseException):
+                    continue  # the inventory did not answer: it stays pending for the next pass
+                if graph is None or found is None:
+                    log.info("alarm not correlated: its object is no longer in the inventory", alarm=entry["_id"])
+                    gone.append(entry["_id"])
+                    continue
+                batch.append((entry["root"], Raised(entry["alarm"], found[2], graph, entry.get("acceptedAt"),
+                                                    entry.get("trace") or {})))
+            await self.pending.remove(gone)
+            return len(gone) + (await self._correlate(batch) if batch else 0)
+
+    async def _graph(self, root: str) -> dict[str, Any] | None:
+        kind, element_id = root.split(":", 1)
+        return await self.impacts.impact(kind, element_id)
+
+    async def _correlate(self, batch: list[tuple[str, Raised]]) -> int:
+        """Put the alarms of each root cause in ``batch`` into its one open problem and remove
+        them from the pending ones: every problem that lists none of them yet gets them
+        appended, all in one transaction; the others (a problem to open or reopen, a redelivered
+        alarm) are settled one root at a time, so that one root's failure fails no other (its
+        alarms stay pending). Returns how many alarms it put in problems."""
         by_root: dict[str, list[Raised]] = {}
         for key, item in batch:
             by_root.setdefault(key, []).append(item)
         alarms = {key: list({r.alarm["id"]: r.alarm for r in items}.values()) for key, items in by_root.items()}
-        failures: dict[str, Exception] = {}
+        done: list[str] = []
         opened: list[tuple[str, dict[str, Any], list[str]]] = []
         async with contextlib.AsyncExitStack() as locks:
-            for key in sorted(by_root):  # in one order, so that two batches cannot wait on each other
+            for key in sorted(by_root):  # in one order, so that two passes cannot wait on each other
                 await locks.enter_async_context(self.lock(key))
-            try:
+            # One write for many alarms: it continues the trace of the first (as a root's does).
+            with telemetry.continued(batch[0][1].trace):
                 appended = await self.append_all(alarms)
-            except Exception as exc:
-                log.warning("alarms not correlated", roots=len(alarms), error=f"{type(exc).__name__}: {exc}"[:300])
-                return [exc] * len(batch)
-
+            done += list(appended)
 
             async def one_root(key: str, raised: list[Raised]) -> None:
                 try:
-                    problem, fresh = appended.get(key), False
-                    if problem is None:
-                        problem, fresh = await self.settle(key, alarms[key], raised)
-                    impacted = impacted_services(key, raised[-1].graph)
-                    await self.impact.record(problem["id"], impacted)
+                    with telemetry.continued(raised[0].trace):
+                        problem, fresh = appended.get(key), False
+                        if problem is None:
+                            problem, fresh = await self.settle(key, alarms[key], raised)
+                            await self.pending.remove([a["id"] for a in alarms[key]])
+                            done.append(key)
+                        impacted = impacted_services(key, raised[-1].graph)
+                        await self.impact.record(problem["id"], impacted)
                     if fresh:
                         opened.append((key, problem, impacted))
                 except Exception as exc:
                     log.warning("alarms not correlated", root=key, error=f"{type(exc).__name__}: {exc}"[:300])
-                    failures[key] = exc
 
             # Concurrently: the problems a storm's first alarms open are created in one group.
             await asyncio.gather(*(one_root(key, raised) for key, raised in by_root.items()))
@@ -262,10 +316,14 @@ class Correlator:
             # problem opened, and problems opened later settle it from their side.
             kind, element_id = key.split(":", 1)
             try:
-                await self.group_related(problem["id"], kind, element_id, impacted)
+                with telemetry.continued(by_root[key][0].trace):
+                    await self.group_related(problem["id"], kind, element_id, impacted)
             except Exception as exc:
-                failures[key] = exc
-        return [failures.get(key) for key, _ in batch]
+                log.warning("problems not grouped", root=key, error=f"{type(exc).__name__}: {exc}"[:300])
+        for key in done:
+            for raised in by_root[key]:
+                problem_updated(raised.accepted_at)  # telemetry: sqm_correlation_lag_seconds
+        return sum(len(alarms[key]) for key in done)
 
     async def settle(self, key: str, alarms: list[dict[str, Any]],
                      raised: list[Raised]) -> tuple[dict[str, Any], bool]:
@@ -292,8 +350,9 @@ class Correlator:
             {f"{META}.openRoot": key, f"{META}.owner": {"$in": self.trusted_owners}}, SYSTEM)
 
     async def append_all(self, alarms: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-        """:meth:`append` for each root, in one transaction: one hub-version read, one insert of
-        the events and one commit for them all. Returns the problems appended to, by root."""
+        """:meth:`append` for each root, in one transaction that also removes those alarms from
+        the pending ones: one hub-version read, one insert of the events and one commit for
+        them all. Returns the problems appended to, by root."""
 
         async def each(session: Any) -> dict[str, dict[str, Any]]:
             appended = {}
@@ -301,12 +360,9 @@ class Correlator:
                 problem = await self.append(key, listed, session=session)
                 if problem is not None:
                     appended[key] = problem
+            await self.pending.remove([a["id"] for key in appended for a in alarms[key]], session)
             return appended
 
-        if len(alarms) == 1:
-            (key, listed), = alarms.items()
-            problem = await self.append(key, listed)
-            return {} if problem is None else {key: problem}
         appended = await in_transaction(self.context.db, each)
         if appended:
             self.context.outbox.committed()
@@ -415,6 +471,7 @@ class Correlator:
         return await self.problems.modify(problem["id"], add, SYSTEM, system=True)
 
     async def cleared(self, alarm: dict[str, Any]) -> None:
+        await self.fold()  # a pending alarm is in its problem first
         holders = await self.problems.store.find({"underlyingAlarm.id": alarm["id"], "status": {"$in": list(OPEN)}},
                                                  SYSTEM)
         for problem in holders:

@@ -16,10 +16,6 @@ class ProblemSettings:
     # A problem cleared less than this long ago is reopened rather than raised anew.
     damping_seconds: int = setting(300, "SQM_PROBLEM_DAMPING_SECONDS")
     impact_cache_seconds: float = setting(30.0, "SQM_IMPACT_CACHE_SECONDS")
-    # How many correlation transactions run at once, each for its share of the roots: the
-    # alarms arriving meanwhile wait and go into their share's next transaction together, so a
-    # storm makes few, large problem writes.
-    correlation_writers: int = setting(2, "SQM_CORRELATION_WRITERS")
 
     @classmethod
     def from_env(cls) -> ProblemSettings:
@@ -28,7 +24,6 @@ class ProblemSettings:
             sla_hub_url=env_url("SQM_SLA_HUB_URL"),
             damping_seconds=env_int("SQM_PROBLEM_DAMPING_SECONDS", cls.damping_seconds, 0),
             impact_cache_seconds=env_float("SQM_IMPACT_CACHE_SECONDS", cls.impact_cache_seconds, 0.0),
-            correlation_writers=env_int("SQM_CORRELATION_WRITERS", cls.correlation_writers, 1),
         )
 
     def check(self) -> None:
@@ -36,4 +31,3 @@ class ProblemSettings:
         check_url("SQM_SLA_HUB_URL", self.sla_hub_url)
         check_minimum("SQM_PROBLEM_DAMPING_SECONDS", self.damping_seconds, 0)
         check_minimum("SQM_IMPACT_CACHE_SECONDS", self.impact_cache_seconds, 0.0)
-        check_minimum("SQM_CORRELATION_WRITERS", self.correlation_writers, 1)

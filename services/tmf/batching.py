@@ -6,12 +6,11 @@ bounded by how long one takes, not by how many calls there are."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-K = TypeVar("K", bound=Hashable)
 
 
 class Coalescer(Generic[T, R]):
@@ -49,18 +48,3 @@ class Coalescer(Generic[T, R]):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
-
-
-class ShardedCoalescer(Generic[K, T, R]):
-    """Items with a key, coalesced by ``shards`` :class:`Coalescer` s, a key always by the same
-    one: a batch holds what every key of its shard gathered while the previous batch was being
-    written, at most ``shards`` batches are written at once, and the batches holding one key's
-    items are written one after the other. ``flush`` gets ``(key, item)`` pairs in arrival
-    order."""
-
-    def __init__(self, flush: Callable[[list[tuple[K, T]]], Awaitable[Sequence[R]]], shards: int) -> None:
-        self._shards: list[Coalescer[tuple[K, T], R]] = [Coalescer(flush) for _ in range(max(1, shards))]
-
-    async def submit(self, key: K, item: T) -> R:
-        """Add ``item`` to the next batch of ``key``'s shard and wait for its result."""
-        return await self._shards[hash(key) % len(self._shards)].submit((key, item))

@@ -250,6 +250,23 @@ def trace_fields() -> dict[str, str]:
     return {TRACEPARENT: carrier[TRACEPARENT]} if TRACEPARENT in carrier else {}
 
 
+@contextmanager
+def continued(fields: Mapping[str, Any]) -> Iterator[None]:
+    """Within it, spans continue the trace whose ``trace_fields`` were stored with some work
+    done later (a fresh trace when none were): for work taken up after its request answered."""
+    if _tracing is None:
+        yield
+        return
+    stored = fields.get(TRACEPARENT)
+    fresh = otel_context.Context()
+    parent = _PROPAGATOR.extract({TRACEPARENT: stored}, context=fresh) if isinstance(stored, str) else fresh
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 class _Dispatching(Protocol):
     _outcomes: list[Any]
 

@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
 from services.app import create_app
+from services.problem.pending import PENDING_COLLECTION
 from services.tmf.embedded import free_port
+from services.tmf.settings import Settings
 from tests.conftest import INVENTORY, make_settings
 from tests.support.auth import bearer
 from tests.support.listener import eventually
@@ -25,7 +28,7 @@ PARTNER = {"id": "partner-a", "name": "Partner A", "role": "supplier", "@referre
 
 
 @pytest.fixture
-def suite(mongo_uri) -> Iterator[httpx.Client]:
+def served(mongo_uri) -> Iterator[tuple[httpx.Client, Settings]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = make_settings(mongo_uri, public_url=base, inventory_url=f"{base}{INVENTORY}",
@@ -35,7 +38,12 @@ def suite(mongo_uri) -> Iterator[httpx.Client]:
         client.headers.update(bearer(settings))
         assert eventually(lambda: client.get("/health/ready").status_code == 200)
         client.headers.update(bearer(settings))
-        yield client
+        yield client, settings
+
+
+@pytest.fixture
+def suite(served) -> httpx.Client:
+    return served[0]
 
 
 
@@ -238,6 +246,67 @@ def test_alarms_appended_while_the_operator_patches_the_problem_lose_nothing(sui
     # Neither writer lost the other's changes: every note and every alarm, each alarm once.
     assert [n["text"] for n in final["note"]] == ["opened", *(f"note {n}" for n in range(15))]
     assert sorted(a["id"] for a in final["underlyingAlarm"]) == sorted(expected)
+
+
+def keep_pending(settings: Settings, alarm_id: str, link: str) -> None:
+    """What a process leaves when it stops after answering an alarm's delivery and before the
+    pass that would put the alarm in its problem."""
+    with MongoClient(settings.mongodb_uri) as database:
+        database[settings.database][PENDING_COLLECTION].insert_one(
+            {"_id": alarm_id, "root": f"resource:{link}", "acceptedAt": None,
+             "alarm": {"id": alarm_id, "perceivedSeverity": "critical", "probableCause": "lossOfSignal",
+                       "alarmedObject": {"id": link, "@referredType": "Resource"}}})
+
+
+def pending_alarms(settings: Settings) -> list[str]:
+    with MongoClient(settings.mongodb_uri) as database:
+        return [d["_id"] for d in database[settings.database][PENDING_COLLECTION].find({})]
+
+
+def problem_of(client, link):
+    found = [p for p in problems(client, "category=alarm&limit=100") if p["rootCauseResource"][0]["id"] == link]
+    return found[0] if found else None
+
+
+def alarm_ids(problem):
+    return sorted(a["id"] for a in problem.get("underlyingAlarm") or [])
+
+
+def test_an_alarm_left_pending_by_a_stopped_process_joins_its_problem_at_the_next_pass(served):
+    client, settings = served
+    service(client, "left-access", supportingResource=[{"id": "left-link"}])
+    service(client, "other-access", supportingResource=[{"id": "other-link"}])
+    first = alarm(client, "left-link")
+    assert eventually(lambda: problem_of(client, "left-link"))
+    keep_pending(settings, "alarm-left-behind", "left-link")
+    alarm(client, "other-link")  # a pass takes every pending alarm, whoever kept it
+    assert eventually(lambda: alarm_ids(problem_of(client, "left-link") or {}) == sorted([first["id"],
+                                                                                            "alarm-left-behind"]))
+    assert eventually(lambda: pending_alarms(settings) == [])
+    assert problem_of(client, "other-link") is not None
+
+
+def test_a_clear_first_puts_the_pending_alarms_in_their_problems(served):
+    client, settings = served
+    service(client, "held-access", supportingResource=[{"id": "held-link"}])
+    first = alarm(client, "held-link")
+    opened = eventually(lambda: problem_of(client, "held-link"))
+    assert opened and opened["status"] == "pending"
+    keep_pending(settings, "alarm-still-raised", "held-link")
+    clear(client, first["id"])
+    subscription = next(s["subscription"] for s in client.get("/health").json()["subscriptions"]
+                        if "AlarmCreateEvent" in s["events"])
+
+    def clear_taken() -> bool:
+        summary = client.get(f"{ALARMS}/hub/{subscription}/deliverySummary").json()
+        return summary["delivered"] == 2 and summary["pending"] == 0
+
+    assert eventually(clear_taken)
+    after = client.get(f"{PROBLEMS}/serviceProblem/{opened['id']}").json()
+    # The clear counted the alarm still pending, which is raised: the problem stays open.
+    assert alarm_ids(after) == sorted([first["id"], "alarm-still-raised"])
+    assert after["status"] == "pending"
+    assert pending_alarms(settings) == []
 
 
 def test_minor_and_unknown_alarms_open_nothing(suite):
