@@ -46,8 +46,11 @@ log = structlog.get_logger("problem.correlation")
 SERIOUS = {"critical", "major"}
 PRIORITY = {"critical": 1, "major": 2}
 SUPPLIER = "supplier"
-# A pass folding pending alarms into problems is followed by a pause this many times as long.
+# A pass folding pending alarms into problems is followed by a pause this many times as long,
+# and never longer than FOLD_PAUSE_MAX seconds (a storm's first pass, which opens its problems,
+# is slow, and what it opened takes alarms right away).
 FOLD_PAUSE = 2.0
+FOLD_PAUSE_MAX = 5.0
 SWEEP_SECONDS = 30.0
 VIOLATION_STATE_CHANGE = "SLAViolationStateChangeEvent"
 
@@ -223,10 +226,11 @@ class Correlator:
 
     async def keep_folding(self) -> None:
         """Fold pending alarms into problems for as long as the app runs: a pass whenever alarms
-        were kept, then a pause of ``FOLD_PAUSE`` times as long as that pass took. Under a
-        trickle a pass takes milliseconds and an alarm is in its problem at once; in a storm
-        the alarms arriving during a pass and its pause are many per root, and each root's go
-        into one write, while the passes take at most a third of the database's time. Every
+        were kept, then a pause of ``FOLD_PAUSE`` times as long as that pass took (at most
+        ``FOLD_PAUSE_MAX``). Under a trickle a pass takes milliseconds and an alarm is in its
+        problem at once; in a storm the alarms arriving during a pass and its pause are many per
+        root, and each root's go into one write, while the passes take about a third of the
+        database's time. Every
         ``SWEEP_SECONDS`` a pass also takes what a stopped process left pending."""
         while True:
             with contextlib.suppress(TimeoutError):
@@ -243,7 +247,7 @@ class Correlator:
                 continue
             if folded:
                 self._kept.set()  # what arrived meanwhile, or what this pass could not take
-                await asyncio.sleep((time.monotonic() - started) * FOLD_PAUSE)
+                await asyncio.sleep(min((time.monotonic() - started) * FOLD_PAUSE, FOLD_PAUSE_MAX))
 
     async def fold(self) -> int:
         """One pass: the pending alarms into their roots' problems. Returns how many it took."""
@@ -311,7 +315,7 @@ class Correlator:
             # Concurrently: the problems a storm's first alarms open are created in one group.
             await asyncio.gather(*(one_root(key, raised) for key, raised in by_root.items()))
 
-        for key, problem, impacted in opened:
+        async def group(key: str, problem: dict[str, Any], impacted: list[str]) -> None:
             # An alarm joining an open problem changes no grouping: that was settled when the
             # problem opened, and problems opened later settle it from their side.
             kind, element_id = key.split(":", 1)
@@ -320,6 +324,8 @@ class Correlator:
                     await self.group_related(problem["id"], kind, element_id, impacted)
             except Exception as exc:
                 log.warning("problems not grouped", root=key, error=f"{type(exc).__name__}: {exc}"[:300])
+
+        await asyncio.gather(*(group(*opening) for opening in opened))
         for key in done:
             for raised in by_root[key]:
                 problem_updated(raised.accepted_at)  # telemetry: sqm_correlation_lag_seconds
@@ -506,20 +512,23 @@ class Correlator:
             await self.link(parent_id, child_id)
 
     async def link(self, parent_id: str, child_id: str) -> None:
-        parent = await self.problems.store.get(parent_id, SYSTEM)
-        child = await self.problems.store.get(child_id, SYSTEM)
-        if parent is None or child is None:
-            return
-        if any(r.get("id") == parent_id for r in child.get("parentProblem") or []):
-            return
-        changes = grouping_changes(self.problems, public(parent), [public(child)], link=True)
+        # One link at a time: problems opened together may each find the other and link the
+        # same pair, and the second must see the first's link.
+        async with self.lock("problem-grouping"):
+            parent = await self.problems.store.get(parent_id, SYSTEM)
+            child = await self.problems.store.get(child_id, SYSTEM)
+            if parent is None or child is None:
+                return
+            if any(r.get("id") == parent_id for r in child.get("parentProblem") or []):
+                return
+            changes = grouping_changes(self.problems, public(parent), [public(child)], link=True)
 
-        async def both(session: Any) -> None:
-            for problem_id, change in changes.items():
-                await self.problems.modify(problem_id, change, SYSTEM, session=session, system=True)
+            async def both(session: Any) -> None:
+                for problem_id, change in changes.items():
+                    await self.problems.modify(problem_id, change, SYSTEM, session=session, system=True)
 
-        await in_transaction(self.context.db, both)
-        self.context.outbox.committed()
+            await in_transaction(self.context.db, both)
+            self.context.outbox.committed()
 
     # -- SLA violations -------------------------------------------------------------------------
 
