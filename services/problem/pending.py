@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import BulkWriteError
-
 from services.tmf import telemetry
 from services.tmf.batching import Coalescer
+from services.tmf.repository.events import in_transaction
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -28,7 +27,6 @@ PENDING_COLLECTION = "serviceProblemPendingAlarm"
 PENDING_INDEXES = ()  # read whole, by its _id (the alarm's id) only
 # At most this many pending alarms are folded in one pass: a bounded transaction.
 FOLD_MAX = 5000
-DUPLICATE_KEY = 11000
 # A long ``$in`` costs the embedded database time that grows with its square: removed in chunks.
 CHUNK = 100
 # What correlation reads of an alarm: kept instead of the whole alarm.
@@ -66,12 +64,20 @@ class PendingAlarms:
             raise failure
 
     async def _insert_many(self, entries: list[dict[str, Any]]) -> list[Exception | None]:
+        # In a transaction, not as a retryable write: the embedded database scans the answers of
+        # all retryable writes of the last 30 minutes at each new one (see ListenerApi._mark_taken).
+        async def insert(session: Any) -> None:
+            ids = list({e["_id"] for e in entries})
+            kept: set[Any] = set()
+            for start in range(0, len(ids), CHUNK):
+                found = self.collection.find({"_id": {"$in": ids[start:start + CHUNK]}}, {"_id": 1}, session=session)
+                kept.update(d["_id"] for d in await found.to_list())
+            fresh = list({e["_id"]: e for e in entries if e["_id"] not in kept}.values())  # redeliveries: once
+            if fresh:
+                await self.collection.insert_many(fresh, session=session)
+
         try:
-            await self.collection.insert_many(entries, ordered=False)
-        except BulkWriteError as exc:
-            refused = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if refused or exc.details.get("writeConcernErrors"):
-                return [exc] * len(entries)
+            await in_transaction(self.context.db, insert)
         except Exception as exc:
             return [exc] * len(entries)
         return [None] * len(entries)

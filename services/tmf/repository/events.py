@@ -520,18 +520,20 @@ class EventStore:
         found = await self.received.find({"_id": {"$in": list(set(event_ids))}}, {"_id": 1}).to_list()
         return {str(d["_id"]) for d in found}
 
-    async def mark_received_many(self, events: Iterable[tuple[str, str]], api: str, at: str) -> None:
+    async def mark_received_many(self, events: Iterable[tuple[str, str]], api: str, at: str,
+                                 session: AsyncClientSession | None = None) -> None:
         """Record ``(eventId, eventType)`` pairs as taken, in one write; taken twice stays once."""
         operations = [UpdateOne({"_id": event_id}, {"$setOnInsert": {"eventType": event_type, "api": api,
                                                                      "receivedAt": at}}, upsert=True)
                       for event_id, event_type in events]
         if operations:
-            await self.received.bulk_write(operations, ordered=False)
+            await self.received.bulk_write(operations, ordered=False, session=session)
 
-    async def took(self, consumer: str, event_time: str) -> None:
+    async def took(self, consumer: str, event_time: str, session: AsyncClientSession | None = None) -> None:
         """Remember that ``consumer`` took an event of ``event_time`` (normalised UTC text, whose
         order is time order); only the latest time is kept, whatever order events come in."""
-        await self.consumers.update_one({"_id": consumer}, {"$max": {"lastEventTime": event_time}}, upsert=True)
+        await self.consumers.update_one({"_id": consumer}, {"$max": {"lastEventTime": event_time}}, upsert=True,
+                                        session=session)
 
     async def consumer_secret(self, consumer: str) -> str:
         """The secret ``consumer`` registers its subscriptions with and verifies deliveries by;
