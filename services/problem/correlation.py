@@ -229,8 +229,7 @@ class Correlator:
         were kept, then a pause of ``FOLD_PAUSE`` times as long as that pass took (at most
         ``FOLD_PAUSE_MAX``). Under a trickle a pass takes milliseconds and an alarm is in its
         problem at once; in a storm the alarms arriving during a pass and its pause are many per
-        root, and each root's go into one write, while the passes take about a third of the
-        database's time. Every
+        root, each root's go into one write, and passes run at most a third of the time. Every
         ``SWEEP_SECONDS`` a pass also takes what a stopped process left pending."""
         while True:
             with contextlib.suppress(TimeoutError):
