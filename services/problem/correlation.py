@@ -251,7 +251,7 @@ class Correlator:
     async def fold(self) -> int:
         """One pass: the pending alarms into their roots' problems. Returns how many it took."""
         async with self._folding:
-            entries = await self.pending.oldest()
+            entries = await self.pending.waiting()
             if not entries:
                 return 0
             roots = sorted({str(e["root"]) for e in entries})

@@ -82,7 +82,8 @@ class PendingAlarms:
             return [exc] * len(entries)
         return [None] * len(entries)
 
-    async def oldest(self) -> list[dict[str, Any]]:
+    async def waiting(self) -> list[dict[str, Any]]:
+        """Up to ``FOLD_MAX`` pending alarms, in no particular order."""
         return await self.collection.find({}).limit(FOLD_MAX).to_list()
 
     async def remove(self, alarm_ids: Sequence[str], session: Any = None) -> None:
