@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
+from tests.support.listener import eventually
 from tests.support.sqm_process import INVENTORY, StartSqm, _pids, _stat, accepts_connections, is_running
 
 WORKER = "multiprocessing.spawn"  # on a worker's command line
@@ -22,6 +23,9 @@ def workers_of(parent: int) -> list[int]:
 def test_two_workers_serve_one_port_over_one_database(sqm: StartSqm, tmp_path: Path) -> None:
     server = sqm(tmp_path / "data", args=("--workers", "2"))  # the fixture checks: one embedded database
     assert server.ready_line == f"tmf-sqm ready on http://127.0.0.1:{server.port} (2 workers)"
+    # Ready once the first worker serves; the second is started then, and shows as a worker
+    # only once its process has replaced the forked copy of this one.
+    eventually(lambda: len(workers_of(server.process.pid)) == 2)
     workers = workers_of(server.process.pid)
     assert len(workers) == 2, f"expected two worker processes, found {workers}"
 
