@@ -288,22 +288,15 @@ def _outcome_of(dispatcher: _Dispatching, delivery_id: str) -> str:
 @contextmanager
 def _delivery_span(delivery: dict[str, Any], event: dict[str, Any]) -> Iterator[trace.Span]:
     assert _tracing is not None
-    stored = delivery.get(TRACEPARENT)
-    # A fresh context, not the dispatcher loop's (where instrumentation is suppressed): the
-    # delivery's HTTP call must be traced and carry the traceparent.
-    fresh = otel_context.Context()
-    parent = _PROPAGATOR.extract({TRACEPARENT: stored}, context=fresh) if isinstance(stored, str) else fresh
     attributes: dict[str, str | int] = {"messaging.system": "tmf-hub", "messaging.operation.type": "send",
                   "messaging.destination.name": str(delivery.get("subscriptionId")),
                   "messaging.message.id": str(event.get("eventId")), "sqm.event.type": str(event.get("eventType")),
                   "sqm.delivery.attempt": int(delivery.get("attempts", 0)) + 1}
-    token = otel_context.attach(parent)
-    try:
-        with _tracing.tracer.start_as_current_span(f"deliver {event.get('eventType')}", context=parent,
-                                                   kind=SpanKind.PRODUCER, attributes=attributes) as span:
-            yield span
-    finally:
-        otel_context.detach(token)
+    # The change's trace, not the dispatcher loop's context (where instrumentation is
+    # suppressed): the delivery's HTTP call must be traced and carry the traceparent.
+    with continued(delivery), _tracing.tracer.start_as_current_span(
+            f"deliver {event.get('eventType')}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
+        yield span
 
 
 def untraced() -> AbstractContextManager[object]:

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.proxy import Pool, Upstream
-from tests.integration.test_gateway_transport import Upstream_, _answer, _chunked_first, _echo_path
+from tests.integration.test_gateway_transport import Upstream_, _answer, _chunked_first, _echo_path, _silent
 
 PUBLIC = "https://api.example.net"
 
@@ -178,12 +178,8 @@ def test_answers_without_a_body_keep_their_declared_length() -> None:
 
 
 def test_an_unreachable_upstream_is_a_502_and_a_silent_one_a_504() -> None:
-    async def silent(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(30)  # far longer than the read timeout below
-        return False
-
     async def scenario() -> None:
-        upstream = Upstream_(silent)
+        upstream = Upstream_(_silent)
         pool = Pool(connect_timeout=5, read_timeout=0.2, max_connections=4)
         async with upstream as url:
             slow = await _relay(Upstream("serviceInventory", url, PUBLIC, pool), "GET", "/tmf-api/x/service")

@@ -167,13 +167,14 @@ def test_a_post_on_a_dropped_connection_is_not_sent_again_and_is_a_502() -> None
     asyncio.run(scenario())
 
 
-def test_an_upstream_that_does_not_answer_in_time_is_a_504() -> None:
-    async def silent(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(30)  # far longer than the read timeout below
-        return False
+async def _silent(connection: int, index: int, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    await asyncio.sleep(30)  # far longer than the tests' read timeouts
+    return False
 
+
+def test_an_upstream_that_does_not_answer_in_time_is_a_504() -> None:
     async def scenario() -> None:
-        upstream = Upstream_(silent)
+        upstream = Upstream_(_silent)
         pool = Pool(connect_timeout=5, read_timeout=0.2, max_connections=4)
         async with upstream as url:
             proxy = Upstream("serviceInventory", url, url, pool)
